@@ -1,0 +1,90 @@
+// Package lock takes one flock per resource, with a timeout, and names the holder when it has to wait or give up.
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lock is a held lock; Release lets it go. The kernel releases it too if the process dies, so a crash never
+// leaves a stale lock behind.
+type Lock struct {
+	f    *os.File
+	path string
+}
+
+// ErrTimeout is wrapped by Acquire's error when the lock stayed taken for the whole timeout.
+var ErrTimeout = errors.New("lock timeout")
+
+// Acquire takes the exclusive lock at path, waiting at most timeout. what describes the holder's job
+// (for example "demo switch"); it is written into the lock file with the pid so that waiters can name it.
+func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	wait := 20 * time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s is held by %s after waiting %s: %w", path, Holder(path), timeout, ErrTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		if wait < 500*time.Millisecond {
+			wait *= 2
+		}
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(fmt.Sprintf("%d %s\n", os.Getpid(), what)), 0)
+	}
+	return &Lock{f: f, path: path}, nil
+}
+
+// Holder describes who holds the lock at path, as written by Acquire: "pid 123 (demo switch)".
+func Holder(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "an unknown process"
+	}
+	pid, what, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if _, err := strconv.Atoi(pid); err != nil {
+		return "an unknown process"
+	}
+	return fmt.Sprintf("pid %s (%s)", pid, what)
+}
+
+// Release lets the lock go. The file stays, so that its inode is the one every process locks.
+func (l *Lock) Release() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	l.f.Truncate(0)
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
