@@ -1,0 +1,444 @@
+// Package clone copies a whole rootfs tree (a base image to a machine, a pristine container state to a working one)
+// as fast as the file system allows, and faithfully: a btrfs snapshot when the source is a btrfs subvolume, a reflink
+// (copy-on-write) copy on btrfs and on xfs with reflink=1, a plain copy otherwise.
+//
+// Reflink and plain copies are made by GNU cp with an explicit --preserve list, so that every attribute a rootfs needs
+// is kept and a failure to keep one is an error: numeric owners, modes (setuid, setgid, sticky), nanosecond
+// timestamps, symlinks (not followed), hardlinks, xattrs (file capabilities, POSIX ACLs), device nodes, fifos, sockets
+// and empty directories. Like a snapshot, a clone stays on the source's file system: a nested mount or nested btrfs
+// subvolume inside the source becomes an empty directory.
+//
+// A clone is built in a staging directory next to its destination, flushed to disk, and renamed into place only when
+// complete, so that dst holds a whole tree or nothing.
+package clone
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"berth/internal/run"
+)
+
+// Method names a way to clone a tree.
+type Method string
+
+// The methods, fastest first.
+const (
+	Snapshot Method = "btrfs-snapshot" // btrfs subvolume snapshot: O(1), the source must be a subvolume
+	Reflink  Method = "reflink"        // per-file copy-on-write clone (FICLONE): metadata work only, no data copied
+	Copy     Method = "copy"           // plain copy of every byte
+)
+
+const (
+	copyTimeout  = time.Hour // a multi-GB rootfs on a slow disk
+	btrfsTimeout = 5 * time.Minute
+)
+
+// magics maps statfs f_type values to file system names.
+var magics = map[uint32]string{
+	unix.BTRFS_SUPER_MAGIC:     "btrfs",
+	unix.XFS_SUPER_MAGIC:       "xfs",
+	unix.EXT4_SUPER_MAGIC:      "ext4", // also ext2 and ext3
+	unix.OVERLAYFS_SUPER_MAGIC: "overlay",
+	unix.TMPFS_MAGIC:           "tmpfs",
+	unix.RAMFS_MAGIC:           "ramfs",
+	0x2fc12fc1:                 "zfs",
+	unix.BCACHEFS_SUPER_MAGIC:  "bcachefs",
+	unix.F2FS_SUPER_MAGIC:      "f2fs",
+	unix.NFS_SUPER_MAGIC:       "nfs",
+	unix.FUSE_SUPER_MAGIC:      "fuse",
+	unix.SQUASHFS_MAGIC:        "squashfs",
+	unix.PROC_SUPER_MAGIC:      "proc",
+	unix.SYSFS_MAGIC:           "sysfs",
+}
+
+// FSType names the file system at path ("btrfs", "xfs", "ext4", "overlay", "tmpfs", ...) from its statfs magic;
+// an unknown magic is returned as a hex number ("0x1234abcd").
+func FSType(path string) (string, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return "", &fs.PathError{Op: "statfs", Path: path, Err: err}
+	}
+	if name, ok := magics[uint32(st.Type)]; ok {
+		return name, nil
+	}
+	return fmt.Sprintf("0x%x", uint32(st.Type)), nil
+}
+
+// Pick returns the fastest faithful method for cloning src into a new directory inside dstParent (same file system
+// needed for CoW): Snapshot for a btrfs subvolume, Reflink where the file system clones files, Copy otherwise.
+func Pick(src, dstParent string) (Method, error) {
+	if err := checkDirs(src, dstParent); err != nil {
+		return "", err
+	}
+	for _, m := range []Method{Snapshot, Reflink} {
+		err := check(src, dstParent, m)
+		if err == nil {
+			return m, nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return "", err
+		}
+	}
+	return Copy, nil
+}
+
+// Tree clones src to dst (dst must not exist; its parent must) with the method Pick chooses, and returns the method
+// used. On error nothing is left at dst.
+func Tree(ctx context.Context, src, dst string) (Method, error) {
+	m, err := Pick(src, filepath.Dir(dst))
+	if err != nil {
+		return "", err
+	}
+	return m, TreeWith(ctx, src, dst, m)
+}
+
+// TreeWith clones src to dst like Tree with a forced method; it fails, before writing anything, when the file system
+// cannot do it (the error wraps errors.ErrUnsupported). On error nothing is left at dst.
+func TreeWith(ctx context.Context, src, dst string, m Method) (err error) {
+	parent := filepath.Dir(dst)
+	if err := checkDirs(src, parent); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return &fs.PathError{Op: "clone", Path: dst, Err: fs.ErrExist}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := check(src, parent, m); err != nil {
+		return fmt.Errorf("clone %s with %s: %w", src, m, err)
+	}
+
+	stage, err := os.MkdirTemp(parent, ".clone-"+filepath.Base(dst)+"-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			// Clean up even when ctx is what failed.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), btrfsTimeout)
+			defer cancel()
+			if rerr := Remove(ctx, stage); rerr != nil {
+				err = fmt.Errorf("%w (and cleaning up %s: %v)", err, stage, rerr)
+			}
+		}
+	}()
+	tmp := filepath.Join(stage, "tree")
+	switch m {
+	case Snapshot:
+		_, err = run.Cmd{Argv: []string{"btrfs", "subvolume", "snapshot", src, tmp}, Timeout: btrfsTimeout}.Run(ctx)
+	case Reflink:
+		err = copyTree(ctx, src, tmp, "always")
+	case Copy:
+		err = copyTree(ctx, src, tmp, "never")
+	}
+	if err != nil {
+		return err
+	}
+	if m != Snapshot { // a snapshot is one btrfs transaction; a copy must reach the disk before it is published
+		if err = syncFS(tmp); err != nil {
+			return err
+		}
+	}
+	if err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			err = fs.ErrExist
+		}
+		return &fs.PathError{Op: "clone", Path: dst, Err: err}
+	}
+	if rerr := os.Remove(stage); rerr != nil { // dst is complete: an empty leftover is not worth failing for
+		slog.Warn("clone: removing staging directory", "path", stage, "err", rerr)
+	}
+	return nil
+}
+
+// copyTree runs GNU cp. --preserve lists xattr explicitly: with --preserve=all (-a) cp ignores xattr failures.
+// --preserve=mode also carries POSIX ACLs.
+func copyTree(ctx context.Context, src, dst, reflink string) error {
+	_, err := run.Cmd{Argv: []string{
+		"cp", "--recursive", "--no-dereference", "--one-file-system", "--no-target-directory",
+		"--preserve=mode,ownership,timestamps,links,xattr", "--reflink=" + reflink,
+		"--", src, dst,
+	}, Timeout: copyTimeout}.Run(ctx)
+	return err
+}
+
+func syncFS(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return &fs.PathError{Op: "syncfs", Path: path, Err: err}
+	}
+	return nil
+}
+
+// checkDirs makes sure src is a directory (not a symlink to one) and dstParent a directory.
+func checkDirs(src, dstParent string) error {
+	if fi, err := os.Lstat(src); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return fmt.Errorf("clone: source %s is not a directory", src)
+	}
+	if fi, err := os.Stat(dstParent); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return fmt.Errorf("clone: %s is not a directory", dstParent)
+	}
+	return nil
+}
+
+// check returns nil when m can clone src into dstParent, an error wrapping errors.ErrUnsupported when it cannot,
+// and another error when that cannot be found out.
+func check(src, dstParent string, m Method) error {
+	switch m {
+	case Copy:
+		return nil
+	case Snapshot:
+		if sub, err := isSubvolume(src); err != nil {
+			return err
+		} else if !sub {
+			return fmt.Errorf("%w: %s is not a btrfs subvolume", errors.ErrUnsupported, src)
+		}
+		return sameFS(src, dstParent)
+	case Reflink:
+		if err := sameFS(src, dstParent); err != nil {
+			return err
+		}
+		if t, err := FSType(dstParent); err != nil {
+			return err
+		} else if t != "btrfs" && t != "xfs" {
+			return fmt.Errorf("%w: no reflink on %s", errors.ErrUnsupported, t)
+		}
+		return probeReflink(dstParent)
+	}
+	return fmt.Errorf("clone: unknown method %q", m)
+}
+
+// isSubvolume reports whether path is the root of a btrfs subvolume (inode 256 on btrfs).
+func isSubvolume(path string) (bool, error) {
+	if t, err := FSType(path); err != nil || t != "btrfs" {
+		return false, err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return false, &fs.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Ino == 256, nil
+}
+
+// sameFS returns nil when a and b are on the same file system. Every btrfs subvolume has its own st_dev, so btrfs is
+// compared by file system UUID.
+func sameFS(a, b string) error {
+	ta, err := FSType(a)
+	if err != nil {
+		return err
+	}
+	tb, err := FSType(b)
+	if err != nil {
+		return err
+	}
+	same := false
+	if ta == "btrfs" && tb == "btrfs" {
+		ia, err := btrfsFSID(a)
+		if err != nil {
+			return err
+		}
+		ib, err := btrfsFSID(b)
+		if err != nil {
+			return err
+		}
+		same = ia == ib
+	} else if ta == tb {
+		var sa, sb unix.Stat_t
+		if err := unix.Stat(a, &sa); err != nil {
+			return &fs.PathError{Op: "stat", Path: a, Err: err}
+		}
+		if err := unix.Stat(b, &sb); err != nil {
+			return &fs.PathError{Op: "stat", Path: b, Err: err}
+		}
+		same = sa.Dev == sb.Dev
+	}
+	if !same {
+		return fmt.Errorf("%w: %s (%s) and %s (%s) are on different file systems", errors.ErrUnsupported, a, ta, b, tb)
+	}
+	return nil
+}
+
+// btrfsFSID returns the UUID of the btrfs file system holding path (ioctl BTRFS_IOC_FS_INFO).
+func btrfsFSID(path string) ([16]byte, error) {
+	const iocFSInfo = 0x8400941f // _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args), 1024 bytes
+	var args [1024]byte          // max_id u64, num_devices u64, fsid [16]u8, ...
+	var id [16]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return id, err
+	}
+	defer f.Close()
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), iocFSInfo, uintptr(unsafe.Pointer(&args))); e != 0 {
+		return id, &fs.PathError{Op: "BTRFS_IOC_FS_INFO", Path: path, Err: e}
+	}
+	copy(id[:], args[16:32])
+	return id, nil
+}
+
+// probeReflink clones a tiny temporary file inside dir to find out whether the file system does reflinks
+// (xfs made without reflink=1 does not).
+func probeReflink(dir string) error {
+	var files [2]*os.File
+	for i := range files {
+		f, err := os.CreateTemp(dir, ".clone-probe-")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		files[i] = f
+	}
+	if _, err := files[0].WriteString("berth"); err != nil {
+		return err
+	}
+	if err := unix.IoctlFileClone(int(files[1].Fd()), int(files[0].Fd())); err != nil {
+		return fmt.Errorf("%w: no reflink in %s: FICLONE: %v", errors.ErrUnsupported, dir, err)
+	}
+	return nil
+}
+
+// NewDir creates an empty directory that later clones can snapshot cheaply: a btrfs subvolume when path's parent is
+// on btrfs, a plain directory (0755) otherwise. An existing path is an error wrapping fs.ErrExist.
+func NewDir(ctx context.Context, path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return &fs.PathError{Op: "mkdir", Path: path, Err: fs.ErrExist}
+	}
+	t, err := FSType(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	if t == "btrfs" {
+		if _, err := (run.Cmd{Argv: []string{"btrfs", "subvolume", "create", path}, Timeout: btrfsTimeout}).Run(ctx); err != nil {
+			return err
+		}
+	} else if err := os.Mkdir(path, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o755) // whatever the umask
+}
+
+// Remove deletes a tree made by Tree or NewDir, including btrfs subvolumes (and nested subvolumes inside it); a
+// missing path is not an error. It refuses to touch a tree with a file system mounted inside it, so that a
+// bind-mounted host directory is never emptied.
+func Remove(ctx context.Context, path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return os.Remove(path)
+	}
+	if err := checkNoMounts(path); err != nil {
+		return err
+	}
+	if t, err := FSType(path); err != nil {
+		return err
+	} else if t == "btrfs" {
+		subs, err := subvolumes(path)
+		if err != nil {
+			return err
+		}
+		if len(subs) > 0 {
+			// Innermost first: btrfs refuses to delete a subvolume that still holds another.
+			argv := append([]string{"btrfs", "subvolume", "delete"}, subs...)
+			if _, err := (run.Cmd{Argv: argv, Timeout: btrfsTimeout}).Run(ctx); err != nil {
+				return err
+			}
+			if subs[len(subs)-1] == path {
+				return nil
+			}
+		}
+	}
+	return os.RemoveAll(path)
+}
+
+// subvolumes lists the btrfs subvolumes at or below root (on btrfs, with nothing mounted below it), children before
+// their parents.
+func subvolumes(root string) ([]string, error) {
+	var subs []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return &fs.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		if st.Ino == 256 {
+			subs = append(subs, p)
+		}
+		return nil
+	})
+	for i, j := 0, len(subs)-1; i < j; i, j = i+1, j-1 { // WalkDir visits parents first
+		subs[i], subs[j] = subs[j], subs[i]
+	}
+	return subs, err
+}
+
+// checkNoMounts fails when a file system is mounted at path or below it (as this mount namespace sees it).
+func checkNoMounts(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return err
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if mp == abs || strings.HasPrefix(mp, abs+"/") {
+			return fmt.Errorf("clone: refusing to remove %s: a file system is mounted at %s", path, mp)
+		}
+	}
+	return sc.Err()
+}
+
+// unescapeMount decodes the octal escapes (\040 for a space, ...) of a mount point in /proc/self/mountinfo.
+func unescapeMount(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
