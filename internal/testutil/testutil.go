@@ -1,0 +1,98 @@
+// Package testutil holds what berth's integration tests share: the root/tool gate, the shared cache of
+// rootfs tarballs, and a local Go toolchain archive so that no test reaches the internet.
+package testutil
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"berth/internal/lock"
+	"berth/internal/run"
+)
+
+// Require skips the test, saying why, when it does not run as root or a tool is missing. Under CI
+// (CI=true) it fails instead: CI installs everything, so a skip there would hide a broken setup.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	var why string
+	if os.Geteuid() != 0 {
+		why = "needs root"
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil && why == "" {
+			why = "needs " + tool + " (run `go run mage.go prereqs`)"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s: under CI nothing may skip", why)
+	}
+	t.Skipf("skipping: %s", why)
+}
+
+// CacheDir is where integration tests keep rootfs tarballs and toolchain archives across tests and
+// packages of one run (and across runs on one machine): $BERTH_TEST_CACHE or /var/cache/berth-test.
+func CacheDir() string {
+	if d := os.Getenv("BERTH_TEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/berth-test"
+}
+
+// Mirror is the Debian archive tests debootstrap from: $BERTH_TEST_MIRROR or Debian's default.
+func Mirror() string {
+	if m := os.Getenv("BERTH_TEST_MIRROR"); m != "" {
+		return m
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// GoArchive returns a gzip tarball (go/...) of the Go toolchain that runs this test, made once and cached,
+// with its sha256 and version: the base build installs it exactly like a downloaded one.
+func GoArchive(t testing.TB) (path, sum, version string) {
+	t.Helper()
+	version = strings.TrimPrefix(runtime.Version(), "go")
+	dir := filepath.Join(CacheDir(), "go")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(dir, "go"+version+".linux-"+runtime.GOARCH+".tar.gz")
+	ctx := context.Background()
+	l, err := lock.Acquire(ctx, path+".lock", "test go archive", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if _, err := os.Stat(path); err != nil {
+		tmp := path + ".tmp"
+		goroot := runtime.GOROOT()
+		if _, err := (run.Cmd{Argv: []string{"tar", "-czf", tmp, "--transform", "s,^\\.,go,", "-C", goroot,
+			"--exclude=./pkg/obj", "."}, Env: []string{"GZIP=-1"}}).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return path, hex.EncodeToString(h.Sum(nil)), version
+}
