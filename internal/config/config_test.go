@@ -1,0 +1,160 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+func load(t *testing.T, file string, env map[string]string) (*Config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "berth.conf")
+	if file != "" {
+		if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return LoadFrom(path, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := load(t, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Paths.Machines != "/var/lib/machines" || c.Paths.State != "/var/lib/berth" || c.Base.Suite != "bookworm" ||
+		c.Demo.Subnet.String() != "10.1.5.0/24" || c.Demo.SwitchEvery != 30*time.Minute || c.Demo.KeepSnapshots != 3 ||
+		strings.Join(c.Relay.Machines, " ") != "mysql relaycreator haproxy strfry" || c.Demo.Hooks != "/var/lib/berth/upgrade.d" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if want, _ := GoSHA256For(DefaultGoVersion, runtime.GOARCH); c.Base.GoSHA256 != want || want == "" {
+		t.Fatalf("pinned Go checksum: %q", c.Base.GoSHA256)
+	}
+	if c.Origin("Paths", "State") != "default" {
+		t.Fatalf("origin %q", c.Origin("Paths", "State"))
+	}
+}
+
+func TestFileAndEnvironment(t *testing.T) {
+	file := "# berth\n[Paths]\nState=/srv/state\nCache=/var/cache/b\n\n[Demo]\nSwitchEvery=2min\nContainers=a b\n"
+	c, err := load(t, file, map[string]string{"BERTH_PATHS_STATE": "/var/lib/other", "MYDOMAIN": "relay.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Paths.State != "/var/lib/other" || c.Paths.Cache != "/var/cache/b" || c.Demo.SwitchEvery != 2*time.Minute ||
+		c.Relay.Domain != "relay.example.com" || c.Demo.Hooks != "/var/lib/other/upgrade.d" {
+		t.Fatalf("values: %+v", c)
+	}
+	var out bytes.Buffer
+	c.Summary(&out)
+	for _, want := range []string{
+		"= /var/lib/other", "(env BERTH_PATHS_STATE)",
+		"[Paths] Cache", "berth.conf:4)", "[Relay] Domain", "(env MYDOMAIN)", "[Demo] SwitchEvery", "berth.conf:7)",
+		"(default ([Paths] State/upgrade.d))",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+	if o := c.Origin("Paths", "Cache"); !strings.HasPrefix(o, "file ") || !strings.HasSuffix(o, "berth.conf:4") {
+		t.Errorf("origin of Cache: %q", o)
+	}
+}
+
+func TestSelfSigned(t *testing.T) {
+	c, err := load(t, "", map[string]string{"SELF_SIGNED": "test.example.org", "MYDOMAIN": "relay.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Relay.SelfSigned || c.Relay.Domain != "test.example.org" {
+		t.Fatalf("SELF_SIGNED=<domain> must set the domain: %+v", c.Relay)
+	}
+	c, err = load(t, "", map[string]string{"BERTH_RELAY_SELFSIGNED": "yes", "BERTH_RELAY_DOMAIN": "a.example.com", "SELF_SIGNED": "no"})
+	if err != nil || !c.Relay.SelfSigned || c.Relay.Domain != "a.example.com" {
+		t.Fatalf("BERTH_ wins over legacy: %+v %v", c.Relay, err)
+	}
+}
+
+func TestBadValues(t *testing.T) {
+	for _, tc := range []struct{ env, value, want string }{
+		{"BERTH_DEMO_SUBNET", "10.1.5.0/33", "[Demo] Subnet"},
+		{"BERTH_DEMO_SUBNET", "10.1.5.7/24", "host bits"},
+		{"BERTH_DEMO_SUBNET", "fd00::/64", "IPv4"},
+		{"BERTH_RELAY_DOMAIN", "exa mple.com", "DNS name"},
+		{"BERTH_RELAY_EMAIL", "nobody", "e-mail"},
+		{"BERTH_DEMO_HTTP", ":99999", "port"},
+		{"BERTH_DEMO_HTTPS", ":80", "different"},
+		{"BERTH_DEMO_SWITCHEVERY", "7min", "divide a day"},
+		{"BERTH_DEMO_SWITCHEVERY", "soon", "time span"},
+		{"BERTH_DEMO_UPGRADEAT", "25:00", "HH:MM"},
+		{"BERTH_DEMO_CONTAINERS", "demo1", "exactly 2"},
+		{"BERTH_DEMO_CONTAINERS", "demo1 ../etc", "lower-case"},
+		{"BERTH_DEMO_BRIDGE", "a-bridge-name-too-long", "interface name"},
+		{"BERTH_DEMO_BACKEND", "zfs", "auto, btrfs"},
+		{"BERTH_DEMO_KEEPSNAPSHOTS", "0", "1 to 50"},
+		{"BERTH_DEMO_IMAGE", "Yuno/host", "name"},
+		{"BERTH_PATHS_STATE", "relative/path", "absolute"},
+		{"BERTH_PATHS_SRV", "/", "other than /"},
+		{"BERTH_BASE_SUITE", "stable", "pinned"},
+		{"BERTH_BASE_GOSHA256", "xyz", "hexadecimal"},
+		{"BERTH_BASE_GOVERSION", "1.22.1", "GoSHA256"},
+		{"BERTH_BASE_MIRROR", "ftp://x", "URL"},
+		{"BERTH_RELAY_SELFSIGNED", "maybe?", "yes/no"},
+		{"BERTH_DEMO_ALERTCOMMAND", "mail -s x", "absolute"},
+	} {
+		_, err := load(t, "", map[string]string{tc.env: tc.value})
+		if err == nil {
+			t.Errorf("%s=%s: accepted", tc.env, tc.value)
+			continue
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "\n") || !strings.Contains(msg, tc.want) || !strings.Contains(msg, tc.value) ||
+			(!strings.Contains(msg, "env "+tc.env) && !strings.Contains(msg, "GoSHA256")) {
+			t.Errorf("%s=%s: error %q should be one line naming the value, its origin and %q", tc.env, tc.value, msg, tc.want)
+		}
+	}
+}
+
+func TestFileErrors(t *testing.T) {
+	if _, err := load(t, "[Demo]\nSubnett=10.0.0.0/24\n", nil); err == nil || !strings.Contains(err.Error(), "berth.conf:2: unknown key [Demo] Subnett") {
+		t.Errorf("unknown key: %v", err)
+	}
+	if _, err := load(t, "[Nope]\nA=b\n", nil); err == nil || !strings.Contains(err.Error(), "unknown key [Nope] A") {
+		t.Errorf("unknown section: %v", err)
+	}
+	_, err := load(t, "[Demo]\nSubnet=10.1.5.0/40\n", nil)
+	if err == nil || !strings.Contains(err.Error(), "(file ") || !strings.Contains(err.Error(), "berth.conf:2)") {
+		t.Errorf("a bad file value must name file and line: %v", err)
+	}
+}
+
+func TestParseTimeSpan(t *testing.T) {
+	for in, want := range map[string]time.Duration{"30min": 30 * time.Minute, "1h 30min": 90 * time.Minute, "90": 90 * time.Second,
+		"2m": 2 * time.Minute, "1d": 24 * time.Hour, "1h30min": 90 * time.Minute} {
+		if got, err := ParseTimeSpan(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "min", "5 parsecs", "-3s", "1.5h"} {
+		if _, err := ParseTimeSpan(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"mysql", "demo1", "relay-creator"} {
+		if ValidName(ok) != nil {
+			t.Errorf("%s rejected", ok)
+		}
+	}
+	for _, bad := range []string{"", "1abc", "a/b", "..", "A", strings.Repeat("a", 40)} {
+		if ValidName(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,351 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+	pkgRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	suiteRE   = regexp.MustCompile(`^[a-z]+$`)
+	labelRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	ifnameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	hexRE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	goVerRE   = regexp.MustCompile(`^1\.\d+(\.\d+)?$`)
+	clockRE   = regexp.MustCompile(`^([01]\d|2[0-3]):[0-5]\d$`)
+	movingSet = map[string]bool{"stable": true, "testing": true, "oldstable": true, "oldoldstable": true, "unstable": true}
+)
+
+// ValidName checks a name used in paths, units and machine names.
+func ValidName(s string) error {
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("expected a name of 1-31 lower-case letters, digits and dashes starting with a letter")
+	}
+	return nil
+}
+
+// ValidDomain checks an RFC 1123 host name.
+func ValidDomain(s string) error {
+	if len(s) > 253 || s == "" {
+		return errors.New("expected a DNS name such as relay.example.com")
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !labelRE.MatchString(l) {
+			return errors.New("expected a DNS name such as relay.example.com")
+		}
+	}
+	return nil
+}
+
+func words(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+}
+
+func absPath(dst *string) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		if !filepath.IsAbs(v) || filepath.Clean(v) != v || v == "/" {
+			return errors.New("expected a clean absolute path other than /")
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func optional(check func(string) error, dst *string) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		if v != "" {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func httpURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("expected an http:// or https:// URL")
+	}
+	return nil
+}
+
+func listenAddr(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("expected a listen address such as :80 or 127.0.0.1:8080")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return errors.New("expected a port between 1 and 65535")
+	}
+	if host != "" && net.ParseIP(host) == nil && ValidDomain(host) != nil {
+		return errors.New("expected a listen address such as :80 or 127.0.0.1:8080")
+	}
+	return nil
+}
+
+func names(dst *[]string, exactly int) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		ws := words(v)
+		seen := map[string]bool{}
+		for _, w := range ws {
+			if err := ValidName(w); err != nil {
+				return fmt.Errorf("%q: %w", w, err)
+			}
+			if seen[w] {
+				return fmt.Errorf("%q is listed twice", w)
+			}
+			seen[w] = true
+		}
+		if exactly > 0 && len(ws) != exactly {
+			return fmt.Errorf("expected exactly %d names", exactly)
+		}
+		if len(ws) == 0 {
+			return errors.New("expected at least one name")
+		}
+		*dst = ws
+		return nil
+	}
+}
+
+func parseBool(v string) (bool, bool) {
+	switch strings.ToLower(v) {
+	case "1", "yes", "true", "on":
+		return true, true
+	case "", "0", "no", "false", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// keys lists every configuration key in the order Summary prints them and values are checked.
+var keys = []key{
+	{"Paths", "Machines", "/var/lib/machines", func(c *Config, v string) error { return absPath(&c.Paths.Machines)(c, v) }},
+	{"Paths", "NSpawn", "/etc/systemd/nspawn", func(c *Config, v string) error { return absPath(&c.Paths.NSpawn)(c, v) }},
+	{"Paths", "Units", "/etc/systemd/system", func(c *Config, v string) error { return absPath(&c.Paths.Units)(c, v) }},
+	{"Paths", "Srv", "/srv", func(c *Config, v string) error { return absPath(&c.Paths.Srv)(c, v) }},
+	{"Paths", "State", "/var/lib/berth", func(c *Config, v string) error { return absPath(&c.Paths.State)(c, v) }},
+	{"Paths", "Cache", "/var/cache/berth", func(c *Config, v string) error { return absPath(&c.Paths.Cache)(c, v) }},
+	{"Paths", "LXC", "/var/lib/lxc", func(c *Config, v string) error { return absPath(&c.Paths.LXC)(c, v) }},
+	{"Paths", "Binary", "/usr/local/sbin/berth", func(c *Config, v string) error { return absPath(&c.Paths.Binary)(c, v) }},
+
+	{"Base", "Suite", "bookworm", func(c *Config, v string) error {
+		if movingSet[v] || !suiteRE.MatchString(v) {
+			return errors.New("expected a pinned Debian codename such as bookworm (not a moving alias like stable)")
+		}
+		c.Base.Suite = v
+		return nil
+	}},
+	{"Base", "Mirror", "http://deb.debian.org/debian", func(c *Config, v string) error {
+		if strings.HasPrefix(v, "file:///") || httpURL(v) == nil {
+			c.Base.Mirror = v
+			return nil
+		}
+		return errors.New("expected an http(s):// URL or a file:/// path of a Debian archive")
+	}},
+	{"Base", "Packages", "systemd dbus ca-certificates", func(c *Config, v string) error {
+		for _, p := range words(v) {
+			if !pkgRE.MatchString(p) {
+				return fmt.Errorf("%q: expected Debian package names separated by spaces", p)
+			}
+		}
+		c.Base.Packages = words(v)
+		return nil
+	}},
+	{"Base", "GoVersion", DefaultGoVersion, func(c *Config, v string) error {
+		v = strings.TrimPrefix(v, "go")
+		if !goVerRE.MatchString(v) {
+			return errors.New("expected a Go version such as " + DefaultGoVersion)
+		}
+		c.Base.GoVersion = v
+		return nil
+	}},
+	{"Base", "GoTarball", "", func(c *Config, v string) error {
+		if v != "" && !filepath.IsAbs(v) && httpURL(v) != nil {
+			return errors.New("expected an http(s):// URL or an absolute path (empty: the Go module proxy)")
+		}
+		c.Base.GoTarball = v
+		return nil
+	}},
+	{"Base", "GoSHA256", "", func(c *Config, v string) error {
+		v = strings.ToLower(v)
+		if v != "" && !hexRE.MatchString(v) {
+			return errors.New("expected 64 hexadecimal digits")
+		}
+		if v == "" && c.Base.GoVersion != DefaultGoVersion {
+			return fmt.Errorf("expected the sha256 of the Go %s archive: berth pins only %s", c.Base.GoVersion, DefaultGoVersion)
+		}
+		c.Base.GoSHA256 = v
+		return nil
+	}},
+
+	{"Relay", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Relay.Domain)(c, v) }},
+	{"Relay", "Email", "", func(c *Config, v string) error {
+		return optional(func(v string) error {
+			local, domain, ok := strings.Cut(v, "@")
+			if !ok || local == "" || strings.ContainsAny(local, " <>") || ValidDomain(domain) != nil {
+				return errors.New("expected an e-mail address such as admin@example.com")
+			}
+			return nil
+		}, &c.Relay.Email)(c, v)
+	}},
+	{"Relay", "SelfSigned", "no", func(c *Config, v string) error {
+		if b, ok := parseBool(v); ok {
+			c.Relay.SelfSigned = b
+			return nil
+		}
+		if ValidDomain(v) != nil {
+			return errors.New("expected yes/no, or the domain name to certify (as SELF_SIGNED=<domain>)")
+		}
+		c.Relay.SelfSigned = true
+		if o := c.origins["Relay.Domain"]; o == "default" || o == "env MYDOMAIN" {
+			c.Relay.Domain = v
+			c.setDerived("Relay.Domain", v, "from [Relay] SelfSigned")
+		}
+		return nil
+	}},
+	{"Relay", "ACMEDirectory", "https://acme-v02.api.letsencrypt.org/directory", func(c *Config, v string) error {
+		if err := httpURL(v); err != nil {
+			return err
+		}
+		c.Relay.ACMEDirectory = v
+		return nil
+	}},
+	{"Relay", "Machines", "mysql relaycreator haproxy strfry", func(c *Config, v string) error { return names(&c.Relay.Machines, 0)(c, v) }},
+
+	{"Demo", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Demo.Domain)(c, v) }},
+	{"Demo", "Image", "yunohost", func(c *Config, v string) error {
+		if err := ValidName(v); err != nil {
+			return err
+		}
+		c.Demo.Image = v
+		return nil
+	}},
+	{"Demo", "Containers", "demo1 demo2", func(c *Config, v string) error { return names(&c.Demo.Containers, 2)(c, v) }},
+	{"Demo", "Bridge", "berthdemo0", func(c *Config, v string) error {
+		if !ifnameRE.MatchString(v) || v == "." || v == ".." {
+			return errors.New("expected a network interface name of 1-15 letters, digits, '_', '.' or '-'")
+		}
+		c.Demo.Bridge = v
+		return nil
+	}},
+	{"Demo", "Subnet", "10.1.5.0/24", func(c *Config, v string) error {
+		p, err := netip.ParsePrefix(v)
+		if err != nil || !p.Addr().Is4() || p.Masked() != p || p.Bits() < 16 || p.Bits() > 29 {
+			return errors.New("expected an IPv4 network between /16 and /29 with its host bits zero, such as 10.1.5.0/24")
+		}
+		c.Demo.Subnet = p
+		return nil
+	}},
+	{"Demo", "Backend", "auto", func(c *Config, v string) error {
+		switch v {
+		case "auto", "btrfs", "overlayfs", "dir":
+			c.Demo.Backend = v
+			return nil
+		}
+		return errors.New("expected auto, btrfs, overlayfs or dir")
+	}},
+	{"Demo", "HTTP", ":80", func(c *Config, v string) error { return optional(listenAddr, &c.Demo.HTTP)(c, v) }},
+	{"Demo", "HTTPS", ":443", func(c *Config, v string) error {
+		if v == c.Demo.HTTP {
+			return errors.New("expected a listen address different from [Demo] HTTP")
+		}
+		return optional(listenAddr, &c.Demo.HTTPS)(c, v)
+	}},
+	{"Demo", "HealthPath", "/", func(c *Config, v string) error {
+		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n") {
+			return errors.New("expected a URL path starting with / and without spaces")
+		}
+		c.Demo.HealthPath = v
+		return nil
+	}},
+	{"Demo", "SwitchEvery", "30min", func(c *Config, v string) error {
+		d, err := ParseTimeSpan(v)
+		if err != nil {
+			return err
+		}
+		if d < time.Minute || d > 24*time.Hour || (24*time.Hour)%d != 0 || d%time.Minute != 0 {
+			return errors.New("expected whole minutes between 1min and 24h that divide a day evenly (such as 2min, 30min, 1h), so that switches fall on the same times every day")
+		}
+		c.Demo.SwitchEvery = d
+		return nil
+	}},
+	{"Demo", "UpgradeAt", "03:02", func(c *Config, v string) error {
+		if !clockRE.MatchString(v) {
+			return errors.New("expected a time of day HH:MM such as 03:02")
+		}
+		c.Demo.UpgradeAt = v
+		return nil
+	}},
+	{"Demo", "Hooks", "", func(c *Config, v string) error {
+		if v != "" && (!filepath.IsAbs(v) || filepath.Clean(v) != v) {
+			return errors.New("expected a clean absolute path (empty: [Paths] State/upgrade.d)")
+		}
+		c.Demo.Hooks = v
+		return nil
+	}},
+	{"Demo", "KeepSnapshots", "3", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 50 {
+			return errors.New("expected a whole number from 1 to 50")
+		}
+		c.Demo.KeepSnapshots = n
+		return nil
+	}},
+	{"Demo", "AlertCommand", "", func(c *Config, v string) error {
+		argv := strings.Fields(v)
+		if len(argv) > 0 && !filepath.IsAbs(argv[0]) {
+			return errors.New("expected a command starting with an absolute path, such as /usr/local/bin/alert-mail")
+		}
+		c.Demo.AlertCommand = argv
+		return nil
+	}},
+}
+
+var spanUnits = map[string]time.Duration{
+	"us": time.Microsecond, "usec": time.Microsecond, "ms": time.Millisecond, "msec": time.Millisecond,
+	"s": time.Second, "sec": time.Second, "second": time.Second, "seconds": time.Second,
+	"m": time.Minute, "min": time.Minute, "minute": time.Minute, "minutes": time.Minute,
+	"h": time.Hour, "hr": time.Hour, "hour": time.Hour, "hours": time.Hour,
+	"d": 24 * time.Hour, "day": 24 * time.Hour, "days": 24 * time.Hour,
+	"w": 7 * 24 * time.Hour, "week": 7 * 24 * time.Hour, "weeks": 7 * 24 * time.Hour,
+}
+
+var spanRE = regexp.MustCompile(`^\s*(\d+)\s*([a-z]*)`)
+
+// ParseTimeSpan parses systemd's time-span syntax ("30min", "1h 30min", "90s"; a bare number is seconds).
+func ParseTimeSpan(s string) (time.Duration, error) {
+	bad := fmt.Errorf("expected a time span such as 30min, 2min or 1h")
+	rest := strings.TrimSpace(s)
+	if rest == "" {
+		return 0, bad
+	}
+	var total time.Duration
+	for rest != "" {
+		m := spanRE.FindStringSubmatch(rest)
+		if m == nil {
+			return 0, bad
+		}
+		n, err := strconv.ParseInt(m[1], 10, 64)
+		unit := spanUnits[m[2]]
+		if m[2] == "" {
+			unit = time.Second
+		}
+		if err != nil || unit == 0 || n > int64(1<<62)/int64(unit) {
+			return 0, bad
+		}
+		total += time.Duration(n) * unit
+		rest = strings.TrimSpace(rest[len(m[0]):])
+	}
+	return total, nil
+}
