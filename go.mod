@@ -5,15 +5,9 @@ go 1.26.0
 require golang.org/x/sys v0.49.0
 
 require (
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/lxc/go-lxc v0.0.0-00010101000000-000000000000
 	github.com/magefile/mage v1.17.2
-)
-
-require (
-	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
-	github.com/otiai10/copy v1.14.1 // indirect
-	github.com/otiai10/mint v1.6.3 // indirect
-	golang.org/x/sync v0.8.0 // indirect
 )
 
 replace github.com/lxc/go-lxc => /usr/share/gocode/src/gopkg.in/lxc/go-lxc.v2

@@ -1,0 +1,306 @@
+// Package base builds berth's base rootfs, the one tree every image starts from: a cached debootstrap of a
+// pinned suite, fully upgraded, with a checksum-verified Go toolchain and a random root password.
+// A build happens in a staging directory and replaces the previous base in one atomic step, so a failed
+// build leaves the previous base untouched; unchanged inputs reuse the existing base.
+package base
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"berth/internal/config"
+	"berth/internal/fsx"
+	"berth/internal/lock"
+	"berth/internal/nspawn"
+	"berth/internal/progress"
+	"berth/internal/rootfs"
+	recipe "berth/rootfs"
+)
+
+// Dir is where the base rootfs lives: hidden inside [Paths] Machines, on the same file system as the
+// machines cloned from it.
+func Dir(c *config.Config) string { return filepath.Join(c.Paths.Machines, ".berth-base") }
+
+// PasswordFile holds the base's root password (mode 0600).
+func PasswordFile(c *config.Config) string { return filepath.Join(c.Paths.State, "passwords", "base") }
+
+// LockFile serialises everything that writes the base.
+func LockFile(c *config.Config) string { return filepath.Join(c.Paths.State, "locks", "base.lock") }
+
+// stampPath is written inside the base: it records what the base was built from.
+const stampPath = "etc/berth/base.json"
+
+// Stamp describes a built base.
+type Stamp struct {
+	Key       string    `json:"key"`
+	Suite     string    `json:"suite"`
+	Arch      string    `json:"arch"`
+	GoVersion string    `json:"go_version"`
+	Built     time.Time `json:"built"`
+}
+
+// ReadStamp reads the stamp of the base at dir.
+func ReadStamp(dir string) (Stamp, error) {
+	var s Stamp
+	b, err := os.ReadFile(filepath.Join(dir, stampPath))
+	if err != nil {
+		return s, err
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+// Result tells what Build did.
+type Result struct {
+	Dir            string
+	Key            string
+	Reused         bool // the existing base already had this key: nothing was done
+	DebootstrapHit bool // the debootstrap came from the cache
+}
+
+// Options change how Build works.
+type Options struct {
+	Force bool // ignore the caches and the existing base; debootstrap again
+}
+
+func spec(c *config.Config, arch string) rootfs.Spec {
+	return rootfs.Spec{Suite: c.Base.Suite, Mirror: c.Base.Mirror, Arch: arch, Packages: c.Base.Packages}
+}
+
+// Key hashes every input of the base: the debootstrap spec, the recipe files and the Go toolchain.
+func Key(c *config.Config, arch string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "debootstrap=%s\ngo=%s\ngosha=%s\n", spec(c, arch).Key(), c.Base.GoVersion, c.Base.GoSHA256)
+	err := fs.WalkDir(recipe.Files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(recipe.Files, p)
+		fmt.Fprintf(h, "%s %d\n%s", p, len(b), b)
+		return err
+	})
+	return hex.EncodeToString(h.Sum(nil))[:16], err
+}
+
+// Build makes the base rootfs described by c, or reuses the existing one when its inputs are unchanged.
+func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) {
+	arch, err := rootfs.HostArch()
+	if err != nil {
+		return Result{}, err
+	}
+	key, err := Key(c, arch)
+	if err != nil {
+		return Result{}, err
+	}
+	dir := Dir(c)
+	res := Result{Dir: dir, Key: key}
+	l, err := lock.Acquire(ctx, LockFile(c), "base build", 2*time.Hour)
+	if err != nil {
+		return res, err
+	}
+	defer l.Release()
+	if st, err := ReadStamp(dir); err == nil && st.Key == key && !opts.Force {
+		res.Reused = true
+		return res, nil
+	}
+	job := progress.New("base:build", 6)
+
+	step := job.Step("Go " + c.Base.GoVersion + " toolchain")
+	src := goSource(c.Base.GoTarball, c.Base.GoVersion, arch)
+	goArchive, err := fetchGo(ctx, src, c.Base.GoSHA256, c.Paths.Cache)
+	if err := step.Done(err); err != nil {
+		return res, err
+	}
+
+	step = job.Step(fmt.Sprintf("debootstrap %s/%s", c.Base.Suite, arch))
+	tarball, hit, err := rootfs.Bootstrap(ctx, spec(c, arch), c.Paths.Cache, opts.Force, step)
+	res.DebootstrapHit = hit
+	if err := step.Done(err); err != nil {
+		return res, err
+	}
+
+	staging := dir + ".staging"
+	if err := os.RemoveAll(staging); err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(staging)
+	step = job.Step("unpack into " + staging)
+	err = os.MkdirAll(staging, 0o755)
+	if err == nil {
+		err = rootfs.Unpack(ctx, tarball, staging)
+	}
+	if err := step.Done(err); err != nil {
+		return res, err
+	}
+
+	step = job.Step("apt-get update and full-upgrade")
+	script, err := fs.ReadFile(recipe.Files, "provision.sh")
+	if err == nil {
+		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"},
+			Stdin: strings.NewReader(string(script)), Output: step, Timeout: 30 * time.Minute}.Run(ctx)
+	}
+	if err := step.Done(err); err != nil {
+		return res, fmt.Errorf("provision base: %w", err)
+	}
+
+	step = job.Step("install Go and shell environment")
+	err = installGo(goArchive, staging)
+	if err == nil {
+		err = installShellEnv(staging)
+	}
+	if err := step.Done(err); err != nil {
+		return res, err
+	}
+
+	step = job.Step("root password and swap into " + dir)
+	err = setRootPassword(ctx, c, staging)
+	if err == nil {
+		err = writeStamp(staging, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion, Built: time.Now().UTC()})
+	}
+	if err == nil {
+		_, err = fsx.Swap(staging, dir)
+	}
+	if err := step.Done(err); err != nil {
+		return res, err
+	}
+	slog.Info("base built", "dir", dir, "key", key, "password", PasswordFile(c))
+	return res, nil
+}
+
+// installShellEnv puts Go on the PATH of login shells (profile.d) and of interactive non-login shells
+// (bash.bashrc sources the same file), writing through os.Root.
+func installShellEnv(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	env, err := fs.ReadFile(recipe.Files, "go.sh")
+	if err != nil {
+		return err
+	}
+	if err := root.MkdirAll("etc/profile.d", 0o755); err != nil {
+		return err
+	}
+	if err := root.WriteFile("etc/profile.d/berth-go.sh", env, 0o644); err != nil {
+		return err
+	}
+	f, err := root.OpenFile("etc/bash.bashrc", os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString("\n# berth: Go toolchain\n. /etc/profile.d/berth-go.sh\n"); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func writeStamp(dir string, st Stamp) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := root.MkdirAll(filepath.Dir(stampPath), 0o755); err != nil {
+		return err
+	}
+	return root.WriteFile(stampPath, append(b, '\n'), 0o644)
+}
+
+// Password returns the root password kept in file, creating a random one (mode 0600, in a 0700 directory)
+// the first time; later builds keep it, so that it stays valid for the tree it was set in.
+func Password(file string) (string, error) {
+	if b, err := os.ReadFile(file); err == nil {
+		if pw := strings.TrimSpace(string(b)); pw != "" {
+			return pw, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return "", err
+	}
+	pw := rand.Text()
+	return pw, fsx.WriteFile(file, []byte(pw+"\n"), 0o600)
+}
+
+// SetRootPassword sets root's password in the rootfs dir with chpasswd, which reads it on its standard
+// input (never from argv, never logged).
+func SetRootPassword(ctx context.Context, dir, password string) error {
+	_, err := nspawn.Exec{Dir: dir, Argv: []string{"/usr/sbin/chpasswd"},
+		Stdin: strings.NewReader("root:" + password + "\n"), Timeout: time.Minute}.Run(ctx)
+	return err
+}
+
+func setRootPassword(ctx context.Context, c *config.Config, dir string) error {
+	pw, err := Password(PasswordFile(c))
+	if err != nil {
+		return err
+	}
+	return SetRootPassword(ctx, dir, pw)
+}
+
+// Clean removes the base, its password file and berth's caches. Nothing under [Paths] Srv is touched.
+func Clean(ctx context.Context, c *config.Config) ([]string, error) {
+	l, err := lock.Acquire(ctx, LockFile(c), "base clean", 10*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	var removed []string
+	for _, p := range []string{Dir(c), Dir(c) + ".staging", PasswordFile(c), c.Paths.Cache} {
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		if slices.Contains([]string{"/", c.Paths.Srv}, filepath.Clean(p)) || strings.HasPrefix(p, c.Paths.Srv+"/") {
+			return removed, fmt.Errorf("refusing to remove %s: it is under [Paths] Srv", p)
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return removed, err
+		}
+		removed = append(removed, p)
+	}
+	return removed, nil
+}
+
+func requireBase(c *config.Config) error {
+	if _, err := ReadStamp(Dir(c)); err != nil {
+		return fmt.Errorf("no base rootfs at %s: run base:build first", Dir(c))
+	}
+	return nil
+}
+
+// ConsoleArgv boots the base with a volatile overlay: writes land in memory and vanish, the template (its
+// files and their owners: no -U) stays as it was.
+func ConsoleArgv(c *config.Config) ([]string, error) {
+	if err := requireBase(c); err != nil {
+		return nil, err
+	}
+	return append(nspawn.HostFlags(), "--boot", "--volatile=overlay", "--settings=no",
+		"--machine=berth-base", "--directory="+Dir(c)), nil
+}
+
+// ShellArgv opens a root shell in the base without booting, with the same volatile overlay.
+func ShellArgv(c *config.Config) ([]string, error) {
+	if err := requireBase(c); err != nil {
+		return nil, err
+	}
+	return append(nspawn.HostFlags(), "--volatile=overlay", "--settings=no", "--directory="+Dir(c),
+		"--", "/bin/bash", "--login"), nil
+}
