@@ -2,9 +2,11 @@ package testhost
 
 import (
 	"context"
-	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"berth/internal/testutil"
 )
 
 // New boots a test host for t and stops it when t ends. When a test host cannot run here (not root, a tool
@@ -20,7 +22,7 @@ func New(t testing.TB, opts Options) *Host {
 	}
 	state := "running"
 	if h.Degraded != nil {
-		state = "degraded, failed units: " + joinOrNone(h.Degraded)
+		state = "degraded, failed units: " + strings.Join(h.Degraded, ", ")
 	}
 	t.Logf("testhost %s: up in %s (boot %s), %s; rootfs %s", h.Name, time.Since(start).Round(time.Millisecond),
 		h.BootTime.Round(time.Millisecond), state, h.Dir)
@@ -41,20 +43,6 @@ func New(t testing.TB, opts Options) *Host {
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Check(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("testhost: %v (CI=true: a missing prerequisite is a failure, not a skip)", err)
-		}
-		t.Skipf("testhost: skipped: %v", err)
+		testutil.SkipOrFail(t, "testhost: "+err.Error())
 	}
-}
-
-func joinOrNone(s []string) string {
-	if len(s) == 0 {
-		return "(none listed)"
-	}
-	out := s[0]
-	for _, x := range s[1:] {
-		out += ", " + x
-	}
-	return out
 }

@@ -46,16 +46,14 @@ import (
 
 	"berth/internal/rootfs"
 	"berth/internal/run"
+	"berth/internal/testutil"
 )
 
 const (
 	// DefaultName is the host (and machine) name when Options.Name is empty.
 	DefaultName = "berth-testhost"
-	// DefaultCacheDir holds the rootfs tarballs when neither Options.CacheDir nor $BERTH_TEST_CACHE is set.
-	DefaultCacheDir = "/var/cache/berth-test"
-	// Suite and Mirror are what the test host's rootfs is bootstrapped from.
-	Suite  = "bookworm"
-	Mirror = "http://deb.debian.org/debian"
+	// Suite is what the test host's rootfs is bootstrapped from (from testutil.Mirror()).
+	Suite = "bookworm"
 )
 
 // BasePackages are always in the rootfs. systemd-sysv provides /sbin/init, poweroff and reboot.
@@ -116,10 +114,7 @@ func (o Options) withDefaults() Options {
 		o.Name = DefaultName
 	}
 	if o.CacheDir == "" {
-		o.CacheDir = os.Getenv("BERTH_TEST_CACHE")
-	}
-	if o.CacheDir == "" {
-		o.CacheDir = DefaultCacheDir
+		o.CacheDir = testutil.CacheDir()
 	}
 	return o
 }
@@ -131,7 +126,7 @@ func Spec(opts Options) (rootfs.Spec, error) {
 		return rootfs.Spec{}, err
 	}
 	pkgs := append(append([]string{}, BasePackages...), opts.Packages...)
-	return rootfs.Spec{Suite: Suite, Mirror: Mirror, Arch: arch, Packages: pkgs}, nil
+	return rootfs.Spec{Suite: Suite, Mirror: testutil.Mirror(), Arch: arch, Packages: pkgs}, nil
 }
 
 // Tarball returns the cached rootfs tarball of a test host with opts, bootstrapping it first when the cache

@@ -19,7 +19,7 @@ import (
 func TestOptionsDefaults(t *testing.T) {
 	t.Setenv("BERTH_TEST_CACHE", "")
 	o := Options{}.withDefaults()
-	if o.Name != DefaultName || o.CacheDir != DefaultCacheDir {
+	if o.Name != DefaultName || o.CacheDir != "/var/cache/berth-test" {
 		t.Fatalf("defaults: %+v", o)
 	}
 	t.Setenv("BERTH_TEST_CACHE", "/tmp/x")

@@ -32,11 +32,16 @@ func Require(t testing.TB, tools ...string) {
 			why = "needs " + tool + " (run `go run mage.go prereqs`)"
 		}
 	}
-	if why == "" {
-		return
+	if why != "" {
+		SkipOrFail(t, why)
 	}
+}
+
+// SkipOrFail skips t with the reason, or fails it under CI=true, where a missing prerequisite is a broken setup.
+func SkipOrFail(t testing.TB, why string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s: under CI nothing may skip", why)
+		t.Fatalf("%s (CI=true: a missing prerequisite is a failure, not a skip)", why)
 	}
 	t.Skipf("skipping: %s", why)
 }

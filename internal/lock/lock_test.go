@@ -1,0 +1,66 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSecondHolderWaitsAndNamesTheFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "demo.lock")
+	ctx := context.Background()
+	l, err := Acquire(ctx, path, "demo switch", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Acquire(ctx, path, "demo upgrade", 150*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())+" (demo switch)") {
+		t.Fatalf("want a timeout naming the holder, got %v", err)
+	}
+	done := make(chan error)
+	go func() {
+		l2, err := Acquire(ctx, path, "demo upgrade", 5*time.Second)
+		if err == nil {
+			err = l2.Release()
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	l.Release()
+	if err := <-done; err != nil {
+		t.Fatalf("waiter did not get the lock after release: %v", err)
+	}
+}
+
+// TestLockDiesWithItsHolder: a process killed while holding the lock leaves nothing stale behind.
+func TestLockDiesWithItsHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	cmd := exec.Command("flock", "--no-fork", path, "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("flock(1) from util-linux: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, err := Acquire(context.Background(), path, "probe", 10*time.Millisecond)
+		if err != nil {
+			break // the child holds it now
+		}
+		l.Release()
+		if time.Now().After(deadline) {
+			t.Fatal("child never took the lock")
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	l, err := Acquire(context.Background(), path, "after kill", time.Second)
+	if err != nil {
+		t.Fatalf("lock stale after its holder was killed: %v", err)
+	}
+	l.Release()
+}
