@@ -21,8 +21,12 @@ type Exec struct {
 	Output   io.Writer         // stdout and stderr of the command (nil: captured for errors only)
 	Settings bool              // read the machine's .nspawn settings file (binds, ...); off by default
 	Bind     []string          // extra --bind= arguments (src:dst)
+	BindRO   []string          // extra --bind-ro= arguments (src:dst)
 	Timeout  time.Duration
 }
+
+// harmless is the warning systemd-nspawn prints at exit where systemd is not PID 1 (see design.md).
+const harmless = `Attempted to remove disk file system under "/run/systemd/nspawn/propagate/`
 
 // CommandLine returns the systemd-nspawn command line for e. It does not register with machined and keeps the
 // caller's unit, so it works both on a systemd host and where systemd is not PID 1.
@@ -34,6 +38,9 @@ func (e Exec) CommandLine() []string {
 	for _, b := range e.Bind {
 		argv = append(argv, "--bind="+b)
 	}
+	for _, b := range e.BindRO {
+		argv = append(argv, "--bind-ro="+b)
+	}
 	for _, k := range slices.Sorted(maps.Keys(e.Env)) {
 		argv = append(argv, "--setenv="+k+"="+e.Env[k])
 	}
@@ -42,7 +49,8 @@ func (e Exec) CommandLine() []string {
 
 // Run runs the command and returns its output when Output is nil.
 func (e Exec) Run(ctx context.Context) ([]byte, error) {
-	return run.Cmd{Argv: e.CommandLine(), Stdin: e.Stdin, Stdout: e.Output, Stderr: e.Output, Timeout: e.Timeout}.Run(ctx)
+	return run.Cmd{Argv: e.CommandLine(), Stdin: e.Stdin, Stdout: e.Output, Stderr: e.Output, Timeout: e.Timeout,
+		Ignore: []string{harmless}}.Run(ctx)
 }
 
 // HostFlags starts a systemd-nspawn command line for an interactive machine: registered with machined on

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -28,6 +30,7 @@ type Cmd struct {
 	Stderr  io.Writer     // nil: captured and tailed into errors
 	Timeout time.Duration // 0 means DefaultTimeout
 	Quiet   bool          // do not log the command line (for commands whose argv is not worth a line)
+	Ignore  []string      // lines containing one of these are left out of error tails (known harmless noise)
 }
 
 // Error is returned when a command fails; it names the command and keeps the end of its output.
@@ -47,12 +50,13 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// tailLines keeps the last n non-empty lines of b, joined with " | " so that an error stays one line.
-func tailLines(b []byte, n int) string {
+// tailLines keeps the last n non-empty lines of b that contain none of ignore, joined with " | " so that an
+// error stays one line.
+func tailLines(b []byte, n int, ignore []string) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	var kept []string
 	for i := len(lines) - 1; i >= 0 && len(kept) < n; i-- {
-		if l := strings.TrimSpace(lines[i]); l != "" {
+		if l := strings.TrimSpace(lines[i]); l != "" && !slices.ContainsFunc(ignore, func(s string) bool { return strings.Contains(l, s) }) {
 			kept = append([]string{l}, kept...)
 		}
 	}
@@ -77,13 +81,14 @@ func (c Cmd) Run(ctx context.Context) ([]byte, error) {
 	}
 	cmd.Stdin = c.Stdin
 	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
+	// stdout is returned when the caller does not take it; both streams also feed the error's tail.
+	var stdout, stderr, streamed syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if c.Stdout != nil {
-		cmd.Stdout = c.Stdout
+		cmd.Stdout = io.MultiWriter(c.Stdout, &streamed)
 	}
 	if c.Stderr != nil {
-		cmd.Stderr = io.MultiWriter(c.Stderr, &stderr)
+		cmd.Stderr = io.MultiWriter(c.Stderr, &streamed)
 	}
 	if !c.Quiet {
 		slog.Debug("run", "argv", strings.Join(c.Argv, " "))
@@ -93,9 +98,12 @@ func (c Cmd) Run(ctx context.Context) ([]byte, error) {
 		if ctx.Err() == context.DeadlineExceeded {
 			err = fmt.Errorf("timed out after %s", timeout)
 		}
-		out := tailLines(stderr.Bytes(), 5)
+		out := tailLines(streamed.Bytes(), 5, c.Ignore)
+		if c.Stderr == nil {
+			out = tailLines(stderr.Bytes(), 5, c.Ignore)
+		}
 		if out == "" {
-			out = tailLines(stdout.Bytes(), 5)
+			out = tailLines(stdout.Bytes(), 5, c.Ignore)
 		}
 		return stdout.Bytes(), &Error{Argv: c.Argv, Err: err, Output: out}
 	}
@@ -124,4 +132,22 @@ func Interactive(ctx context.Context, timeout time.Duration, argv ...string) err
 		return &Error{Argv: argv, Err: err}
 	}
 	return nil
+}
+
+// syncBuffer is a bytes.Buffer safe for the two goroutines that copy a command's stdout and stderr.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Bytes()
 }
