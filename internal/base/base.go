@@ -5,6 +5,7 @@
 package base
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,6 +27,7 @@ import (
 	"berth/internal/nspawn"
 	"berth/internal/progress"
 	"berth/internal/rootfs"
+	"berth/internal/run"
 	recipe "berth/rootfs"
 )
 
@@ -44,11 +46,10 @@ const stampPath = "etc/berth/base.json"
 
 // Stamp describes a built base.
 type Stamp struct {
-	Key       string    `json:"key"`
-	Suite     string    `json:"suite"`
-	Arch      string    `json:"arch"`
-	GoVersion string    `json:"go_version"`
-	Built     time.Time `json:"built"`
+	Key       string `json:"key"`
+	Suite     string `json:"suite"`
+	Arch      string `json:"arch"`
+	GoVersion string `json:"go_version"`
 }
 
 // ReadStamp reads the stamp of the base at dir.
@@ -164,9 +165,9 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	}
 
 	step = job.Step("root password and swap into " + dir)
-	err = setRootPassword(ctx, c, staging)
+	err = SetRootPassword(ctx, staging, PasswordFile(c))
 	if err == nil {
-		err = writeStamp(staging, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion, Built: time.Now().UTC()})
+		err = writeStamp(staging, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion})
 	}
 	if err == nil {
 		_, err = fsx.Swap(staging, dir)
@@ -240,20 +241,28 @@ func Password(file string) (string, error) {
 	return pw, fsx.WriteFile(file, []byte(pw+"\n"), 0o600)
 }
 
-// SetRootPassword sets root's password in the rootfs dir with chpasswd, which reads it on its standard
-// input (never from argv, never logged).
-func SetRootPassword(ctx context.Context, dir, password string) error {
-	_, err := nspawn.Exec{Dir: dir, Argv: []string{"/usr/sbin/chpasswd"},
-		Stdin: strings.NewReader("root:" + password + "\n"), Timeout: time.Minute}.Run(ctx)
-	return err
-}
-
-func setRootPassword(ctx context.Context, c *config.Config, dir string) error {
-	pw, err := Password(PasswordFile(c))
+// SetRootPassword sets root's password in the rootfs dir to the one kept in file (made on first use). The
+// crypt(3) hash is made once with a random salt and kept beside it (file.crypt, 0600), so rebuilding an image
+// yields the same /etc/shadow; chpasswd -e reads it on its standard input, never from argv or a log.
+func SetRootPassword(ctx context.Context, dir, file string) error {
+	pw, err := Password(file)
 	if err != nil {
 		return err
 	}
-	return SetRootPassword(ctx, dir, pw)
+	hash, err := os.ReadFile(file + ".crypt")
+	if err != nil || !strings.HasPrefix(string(hash), "$6$") {
+		out, err := run.Cmd{Argv: []string{"openssl", "passwd", "-6", "-stdin"}, Stdin: strings.NewReader(pw + "\n"), Quiet: true}.Run(ctx)
+		if err != nil {
+			return fmt.Errorf("hash root password: %w", err)
+		}
+		hash = bytes.TrimSpace(out)
+		if err := fsx.WriteFile(file+".crypt", append(hash, '\n'), 0o600); err != nil {
+			return err
+		}
+	}
+	_, err = nspawn.Exec{Dir: dir, Argv: []string{"/usr/sbin/chpasswd", "-e"},
+		Stdin: strings.NewReader("root:" + strings.TrimSpace(string(hash)) + "\n"), Timeout: time.Minute}.Run(ctx)
+	return err
 }
 
 // Clean removes the base, its password file and berth's caches. Nothing under [Paths] Srv is touched.
@@ -264,7 +273,7 @@ func Clean(ctx context.Context, c *config.Config) ([]string, error) {
 	}
 	defer l.Release()
 	var removed []string
-	for _, p := range []string{Dir(c), Dir(c) + ".staging", PasswordFile(c), c.Paths.Cache} {
+	for _, p := range []string{Dir(c), Dir(c) + ".staging", PasswordFile(c), PasswordFile(c) + ".crypt", c.Paths.Cache} {
 		if _, err := os.Lstat(p); err != nil {
 			continue
 		}

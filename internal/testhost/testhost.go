@@ -56,8 +56,9 @@ const (
 	Suite = "bookworm"
 )
 
-// BasePackages are always in the rootfs. systemd-sysv provides /sbin/init, poweroff and reboot.
-var BasePackages = []string{"systemd", "systemd-sysv", "dbus", "systemd-container", "ca-certificates", "iproute2"}
+// BasePackages are always in the rootfs. systemd-sysv provides /sbin/init, poweroff and reboot; liblxc1 lets
+// the compiled berth binary (cgo, go-lxc) run inside.
+var BasePackages = []string{"systemd", "systemd-sysv", "dbus", "systemd-container", "ca-certificates", "iproute2", "liblxc1"}
 
 // Timeouts; variables so that a slow CI machine can raise them from a TestMain.
 var (

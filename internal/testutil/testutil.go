@@ -101,3 +101,34 @@ func GoArchive(t testing.TB) (path, sum, version string) {
 	}
 	return path, hex.EncodeToString(h.Sum(nil)), version
 }
+
+// RepoRoot is the directory holding go.mod, found upwards from the test's working directory.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// BerthBinary compiles the berth binary (the Mage targets, as `mage -compile` makes it for units) into a
+// temporary directory and returns its path.
+func BerthBinary(t testing.TB) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "berth")
+	cmd := run.Cmd{Argv: []string{"go", "run", "mage.go", "-compile", out}, Dir: RepoRoot(t), Timeout: 10 * time.Minute}
+	if _, err := cmd.Run(context.Background()); err != nil {
+		t.Fatalf("compile berth: %v", err)
+	}
+	return out
+}
