@@ -10,4 +10,6 @@ require (
 	github.com/magefile/mage v1.17.2
 )
 
+require github.com/godbus/dbus/v5 v5.1.0 // indirect
+
 replace github.com/lxc/go-lxc => /usr/share/gocode/src/gopkg.in/lxc/go-lxc.v2

@@ -1,0 +1,431 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"berth/internal/base"
+	"berth/internal/clone"
+	"berth/internal/config"
+	"berth/internal/fsx"
+	"berth/internal/lock"
+	"berth/internal/machine"
+	"berth/internal/nspawn"
+	"berth/internal/progress"
+	"berth/internal/run"
+	"berth/internal/tlsx"
+)
+
+// Paths of one machine on the host.
+func MachineDir(c *config.Config, name string) string { return filepath.Join(c.Paths.Machines, name) }
+
+// PasswordFile holds the machine's root password (0600).
+func PasswordFile(c *config.Config, name string) string {
+	return filepath.Join(c.Paths.State, "passwords", name)
+}
+
+// NSpawnFile is the machine's settings file.
+func NSpawnFile(c *config.Config, name string) string {
+	return filepath.Join(c.Paths.NSpawn, name+".nspawn")
+}
+
+func lockFile(c *config.Config, name string) string {
+	return filepath.Join(c.Paths.State, "locks", "machine-"+name+".lock")
+}
+
+// Options change Install.
+type Options struct {
+	Sources map[string]string // source name → local checkout or tarball replacing its git URL
+	DryRun  bool              // print the plan, change nothing
+	Out     io.Writer         // where the plan goes (DryRun)
+}
+
+// SourceOverrides reads BERTH_SOURCE_<NAME>=<path> from the environment.
+func SourceOverrides(m *Manifest) map[string]string {
+	o := map[string]string{}
+	for _, s := range m.Sources {
+		if p := os.Getenv("BERTH_SOURCE_" + strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))); p != "" {
+			o[s.Name] = p
+		}
+	}
+	return o
+}
+
+// Stamp records what a machine was built from; it lives in the machine at /etc/berth/image.json, whose
+// modification time is the build time (kept out of the content so that rebuilds are identical).
+type Stamp struct {
+	Image    string    `json:"image"`
+	BaseKey  string    `json:"base_key"`
+	Manifest string    `json:"manifest_sha256"`
+	Built    time.Time `json:"-"`
+}
+
+// ReadStamp reads the stamp of the machine at dir.
+func ReadStamp(dir string) (Stamp, error) {
+	var s Stamp
+	p := filepath.Join(dir, "etc/berth/image.json")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		err = json.Unmarshal(b, &s)
+	}
+	if st, serr := os.Stat(p); serr == nil {
+		s.Built = st.ModTime()
+	}
+	return s, err
+}
+
+type step struct {
+	title string
+	do    func(ctx context.Context, out io.Writer) error
+}
+
+// Install builds image name from the base into a staging clone and replaces [Paths] Machines/<name> with it
+// in one step. A failure at any step leaves the previous machine as it was; a running machine keeps running
+// until the swap and is then restarted on the new tree. Data directories under [Paths] Srv are created when
+// missing and never emptied; the skeleton only adds missing files.
+func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opts Options) error {
+	m, err := Load(fsys, name)
+	if err != nil {
+		return err
+	}
+	baseStamp, err := base.ReadStamp(base.Dir(c))
+	if err != nil && !opts.DryRun {
+		return fmt.Errorf("no base rootfs at %s: run base:build first", base.Dir(c))
+	}
+	dst := MachineDir(c, name)
+	staging := filepath.Join(c.Paths.Machines, "."+name+".staging")
+	var method clone.Method
+	steps := []step{{"clone the base " + base.Dir(c) + " into " + staging, func(ctx context.Context, _ io.Writer) error {
+		if err := clone.Remove(ctx, staging); err != nil {
+			return err
+		}
+		method, err = clone.Tree(ctx, base.Dir(c), staging)
+		return err
+	}}}
+	for _, s := range m.Sources {
+		steps = append(steps, sourceStep(c, staging, s, opts.Sources[s.Name]))
+	}
+	steps = append(steps, step{"files, data directories and skeleton under " + c.Paths.Srv, func(context.Context, io.Writer) error {
+		return m.placeFiles(c, fsys, staging)
+	}})
+	steps = append(steps, step{fmt.Sprintf("provision inside: apt-get install %s; %s; systemctl enable %s",
+		strings.Join(m.Packages, " "), m.Provision, strings.Join(m.Enable, " ")), func(ctx context.Context, out io.Writer) error {
+		return m.provision(ctx, fsys, staging, out)
+	}})
+	steps = append(steps, step{"root password (" + PasswordFile(c, name) + ") and " + NSpawnFile(c, name), func(ctx context.Context, _ io.Writer) error {
+		err := base.SetRootPassword(ctx, staging, PasswordFile(c, name))
+		if err == nil {
+			err = writeStamp(staging, Stamp{Image: name, BaseKey: baseStamp.Key, Manifest: manifestSum(fsys, name)})
+		}
+		if err == nil {
+			err = os.MkdirAll(c.Paths.NSpawn, 0o755)
+		}
+		if err == nil {
+			err = fsx.WriteFile(NSpawnFile(c, name), []byte(m.NSpawnFile(c.Paths.Srv)), 0o644)
+		}
+		return err
+	}})
+	steps = append(steps, step{"swap " + staging + " into " + dst + " (restart the machine if it runs)", func(ctx context.Context, _ io.Writer) error {
+		if _, err := fsx.Swap(staging, dst); err != nil {
+			return err
+		}
+		if machine.Running(ctx, name) {
+			if err := machine.Restart(ctx, name); err != nil {
+				return err
+			}
+		}
+		return clone.Remove(ctx, staging)
+	}})
+
+	if opts.DryRun {
+		for i, s := range steps {
+			fmt.Fprintf(opts.Out, "%s: step %d/%d: %s\n", name, i+1, len(steps), s.title)
+		}
+		return nil
+	}
+	l, err := lock.Acquire(ctx, lockFile(c, name), name+" install", 2*time.Hour)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	defer clone.Remove(context.Background(), staging)
+	job := progress.New(name+":install", len(steps))
+	for _, s := range steps {
+		st := job.Step(s.title)
+		if err := st.Done(s.do(ctx, st)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	slog.Info("machine installed", "machine", name, "dir", dst, "clone", method, "password", PasswordFile(c, name))
+	return nil
+}
+
+func manifestSum(fsys fs.FS, name string) string {
+	h := sha256.New()
+	fs.WalkDir(fsys, name, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := fs.ReadFile(fsys, p)
+			fmt.Fprintf(h, "%s %d\n%s", p, len(b), b)
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func writeStamp(dir string, st Stamp) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := root.MkdirAll("etc/berth", 0o755); err != nil {
+		return err
+	}
+	return root.WriteFile("etc/berth/image.json", append(b, '\n'), 0o644)
+}
+
+// placeFiles writes the manifest's files into the rootfs (through os.Root), creates the data directories
+// and adds the skeleton's missing files to them, and makes a placeholder certificate when none exists.
+func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.WriteFile("etc/hostname", []byte(m.Name+"\n"), 0o644); err != nil {
+		return err
+	}
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n", m.Name)
+	if err := root.WriteFile("etc/hosts", []byte(hosts), 0o644); err != nil {
+		return err
+	}
+	for _, cp := range m.Copies {
+		b, err := fs.ReadFile(fsys, path.Join(m.Name, cp.From))
+		if err != nil {
+			return err
+		}
+		to := strings.TrimPrefix(cp.To, "/")
+		if err := root.MkdirAll(path.Dir(to), 0o755); err != nil {
+			return err
+		}
+		if err := root.WriteFile(to, b, cp.Mode); err != nil {
+			return err
+		}
+		if err := root.Chmod(to, cp.Mode); err != nil {
+			return err
+		}
+	}
+	for _, b := range m.Binds {
+		if err := os.MkdirAll(filepath.Join(c.Paths.Srv, b.Host), 0o755); err != nil {
+			return err
+		}
+	}
+	if m.Skeleton != "" {
+		from, to, _ := strings.Cut(m.Skeleton, ":")
+		sub, err := fs.Sub(fsys, path.Join(m.Name, from))
+		if err != nil {
+			return err
+		}
+		dataRoot, err := os.OpenRoot(filepath.Join(c.Paths.Srv, to))
+		if err != nil {
+			return err
+		}
+		defer dataRoot.Close()
+		if err := copyInto(dataRoot, ".", sub, true); err != nil {
+			return fmt.Errorf("skeleton: %w", err)
+		}
+	}
+	if m.Certificate != "" {
+		domain := c.Relay.Domain
+		if domain == "" {
+			domain = "localhost"
+		}
+		made, err := tlsx.EnsureBundle(filepath.Join(c.Paths.Srv, m.Certificate), domain, 90*24*time.Hour)
+		if err != nil {
+			return err
+		}
+		if made {
+			slog.Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
+		}
+	}
+	return nil
+}
+
+// copyInto copies the tree src into root at dst. With noClobber, files that exist are left alone.
+func copyInto(root *os.Root, dst string, src fs.FS, noClobber bool) error {
+	return fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		target := path.Join(dst, p)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return root.MkdirAll(target, info.Mode().Perm()|0o700)
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := fs.ReadLink(src, p)
+			if err != nil {
+				return err
+			}
+			if _, err := root.Lstat(target); err == nil && noClobber {
+				return nil
+			}
+			root.Remove(target)
+			return root.Symlink(link, target)
+		case d.Type().IsRegular():
+			flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+			if noClobber {
+				flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+			}
+			perm := info.Mode().Perm()
+			if perm == 0o444 || perm == 0 { // embedded files
+				perm = 0o644
+			}
+			w, err := root.OpenFile(target, flags, perm)
+			if errors.Is(err, fs.ErrExist) && noClobber {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			r, err := src.Open(p)
+			if err != nil {
+				w.Close()
+				return err
+			}
+			_, err = io.Copy(w, r)
+			r.Close()
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// provisionPrelude runs before the image's own script: strict mode, an ERR trap that names the failing
+// file, line and command, the packages, and afterwards the units to enable.
+const provisionPrelude = `set -E
+trap 'rc=$?; echo "berth: ${BASH_SOURCE[0]##*/}:${LINENO}: '\''${BASH_COMMAND}'\'' failed with exit status $rc" >&2' ERR
+export DEBIAN_FRONTEND=noninteractive HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+`
+
+func (m *Manifest) provision(ctx context.Context, fsys fs.FS, dir string, out io.Writer) error {
+	var sb strings.Builder
+	sb.WriteString(provisionPrelude)
+	if len(m.Packages) > 0 {
+		sb.WriteString("apt-get -q update\n")
+		fmt.Fprintf(&sb, "apt-get -q -y --no-install-recommends -o Dpkg::Options::=--force-confold install %s\n", strings.Join(m.Packages, " "))
+	}
+	if m.Provision != "" {
+		// The image folder is bound read-only at /run/berth-image, so errors name provision.sh's own lines.
+		fmt.Fprintf(&sb, "source /run/berth-image/%s\n", m.Provision)
+	}
+	if len(m.Enable) > 0 {
+		fmt.Fprintf(&sb, "systemctl enable %s\n", strings.Join(m.Enable, " "))
+	}
+	// Logs and caches that differ from one build to the next go, so that an unchanged image rebuilds identically.
+	sb.WriteString("apt-get clean\nrm -f /var/log/dpkg.log /var/log/alternatives.log /var/log/apt/*.log /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old /var/lib/dpkg/*-old\n")
+	imgDir, err := os.MkdirTemp("", "berth-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(imgDir)
+	sub, err := fs.Sub(fsys, m.Name)
+	if err != nil {
+		return err
+	}
+	if err := os.CopyFS(imgDir, sub); err != nil {
+		return err
+	}
+	_, err = nspawn.Exec{Dir: dir, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"}, Stdin: strings.NewReader(sb.String()),
+		Output: out, BindRO: []string{imgDir + ":/run/berth-image"}, Timeout: time.Hour}.Run(ctx)
+	var re *run.Error
+	if errors.As(err, &re) {
+		return fmt.Errorf("provision failed: %s", re.Output)
+	}
+	return err
+}
+
+// sourceStep fetches a pinned source (or its local override) into the rootfs at Dest.
+func sourceStep(c *config.Config, dir string, s Source, override string) step {
+	if override != "" {
+		return step{fmt.Sprintf("source %s: local override %s → %s", s.Name, override, s.Dest), func(ctx context.Context, _ io.Writer) error {
+			return placeSource(ctx, dir, s, override)
+		}}
+	}
+	cache := filepath.Join(c.Paths.Cache, "sources", s.Name+"-"+s.Ref)
+	return step{fmt.Sprintf("source %s: git clone %s, checkout %s (cached in %s) → %s", s.Name, s.URL, s.Ref, cache, s.Dest),
+		func(ctx context.Context, _ io.Writer) error {
+			if _, err := os.Stat(filepath.Join(cache, ".git")); err != nil {
+				tmp := cache + ".tmp"
+				os.RemoveAll(tmp)
+				for _, argv := range [][]string{
+					{"git", "clone", "--quiet", s.URL, tmp},
+					{"git", "-C", tmp, "checkout", "--quiet", "--detach", s.Ref},
+					{"git", "-C", tmp, "submodule", "update", "--quiet", "--init", "--recursive"},
+				} {
+					if _, err := (run.Cmd{Argv: argv, Timeout: 20 * time.Minute}).Run(ctx); err != nil {
+						os.RemoveAll(tmp)
+						return fmt.Errorf("source %s: %w", s.Name, err)
+					}
+				}
+				if err := os.Rename(tmp, cache); err != nil {
+					return err
+				}
+			}
+			return placeSource(ctx, dir, s, cache)
+		}}
+}
+
+// placeSource copies a checkout (a directory) or unpacks a tarball into the rootfs at s.Dest.
+func placeSource(ctx context.Context, dir string, s Source, from string) error {
+	st, err := os.Stat(from)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", s.Name, err)
+	}
+	if !st.IsDir() {
+		tmp, err := os.MkdirTemp("", "berth-source-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		if _, err := run.Command(ctx, "tar", "-xf", from, "-C", tmp); err != nil {
+			return fmt.Errorf("source %s: %w", s.Name, err)
+		}
+		from = tmp
+		if entries, _ := os.ReadDir(tmp); len(entries) == 1 && entries[0].IsDir() {
+			from = filepath.Join(tmp, entries[0].Name())
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	dest := strings.TrimPrefix(s.Dest, "/")
+	if err := root.RemoveAll(dest); err != nil {
+		return err
+	}
+	if err := root.MkdirAll(dest, 0o755); err != nil {
+		return err
+	}
+	return copyInto(root, dest, os.DirFS(from), false)
+}

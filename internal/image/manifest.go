@@ -1,0 +1,161 @@
+// Package image is berth's one image engine: an image is a folder (images/<name>/) holding a manifest,
+// image.conf in systemd's INI syntax, and the files it installs. Every image is built the same way: a
+// copy-on-write clone of the base rootfs, the manifest's packages, files and sources, a strict provision
+// script run with systemd-nspawn, and the units it enables; the result replaces the old machine in one step.
+package image
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/unit"
+
+	"berth/internal/config"
+)
+
+// Manifest is an image.conf. The sections [Exec], [Network] and [Files]-style settings of the machine's
+// .nspawn file are kept as written (NSpawn), so an operator reads one syntax everywhere.
+type Manifest struct {
+	Name        string
+	Description string
+	Packages    []string
+	Provision   string   // script in the image folder, run inside with bash -euo pipefail
+	Enable      []string // units enabled inside
+	Copies      []Copy
+	Sources     []Source
+	Binds       []Bind // data directories under [Paths] Srv, bound into the machine
+	Skeleton    string // folder copied into a data directory, never over existing files: "skel:haproxy"
+	Certificate string // a TLS bundle under [Paths] Srv made self-signed when missing, so the service starts before configure
+	HealthTCP   string
+	HealthFile  string // a file under [Paths] Srv whose presence means the first run finished
+	NSpawn      []*unit.UnitSection
+}
+
+// Copy puts a file of the image folder into the rootfs.
+type Copy struct {
+	From, To string
+	Mode     fs.FileMode
+}
+
+// Source is a tree from a git host, pinned to Ref; an override path (a checkout or a tarball) replaces it
+// on offline hosts and in tests.
+type Source struct{ Name, URL, Ref, Dest string }
+
+// Bind is a data directory: Srv/Host on the host, Guest inside the machine.
+type Bind struct{ Host, Guest string }
+
+// Load reads images/<name>/image.conf from fsys.
+func Load(fsys fs.FS, name string) (*Manifest, error) {
+	if err := config.ValidName(name); err != nil {
+		return nil, fmt.Errorf("image %q: %w", name, err)
+	}
+	f, err := fsys.Open(path.Join(name, "image.conf"))
+	if err != nil {
+		return nil, fmt.Errorf("unknown image %q: %w", name, err)
+	}
+	defer f.Close()
+	sections, err := unit.DeserializeSections(f)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: image.conf: %w", name, err)
+	}
+	m := &Manifest{Name: name}
+	for _, s := range sections {
+		bad := func(e *unit.UnitEntry, why string) error {
+			return fmt.Errorf("image %s: image.conf [%s] %s=%s: %s", name, s.Section, e.Name, e.Value, why)
+		}
+		switch s.Section {
+		case "Exec", "Network":
+			m.NSpawn = append(m.NSpawn, s)
+			continue
+		case "Source":
+			m.Sources = append(m.Sources, Source{})
+		}
+		for _, e := range s.Entries {
+			v := strings.TrimSpace(e.Value)
+			switch s.Section + "." + e.Name {
+			case "Image.Description":
+				m.Description = v
+			case "Image.Packages":
+				m.Packages = append(m.Packages, strings.Fields(v)...)
+			case "Image.Provision":
+				m.Provision = v
+			case "Image.Enable":
+				m.Enable = append(m.Enable, strings.Fields(v)...)
+			case "Files.Copy":
+				parts := strings.Split(v, ":")
+				if len(parts) < 2 || len(parts) > 3 || !strings.HasPrefix(parts[1], "/") {
+					return nil, bad(e, "expected <file in the image folder>:<absolute path>[:<octal mode>]")
+				}
+				c := Copy{From: parts[0], To: parts[1], Mode: 0o644}
+				if len(parts) == 3 {
+					mode, err := strconv.ParseUint(parts[2], 8, 32)
+					if err != nil {
+						return nil, bad(e, "the mode is not octal")
+					}
+					c.Mode = fs.FileMode(mode)
+				}
+				m.Copies = append(m.Copies, c)
+			case "Source.Name", "Source.URL", "Source.Ref", "Source.Dest":
+				src := &m.Sources[len(m.Sources)-1]
+				*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Dest": &src.Dest}[e.Name] = v
+			case "Data.Bind":
+				host, guest, ok := strings.Cut(v, ":")
+				if !ok || config.ValidName(host) != nil || !strings.HasPrefix(guest, "/") {
+					return nil, bad(e, "expected <name under [Paths] Srv>:<absolute path in the machine>")
+				}
+				m.Binds = append(m.Binds, Bind{Host: host, Guest: guest})
+			case "Data.Skeleton":
+				m.Skeleton = v
+			case "Data.Certificate":
+				m.Certificate = v
+			case "Health.TCP":
+				m.HealthTCP = v
+			case "Health.File":
+				m.HealthFile = v
+			default:
+				return nil, bad(e, "unknown key")
+			}
+		}
+	}
+	for _, s := range m.Sources {
+		if config.ValidName(s.Name) != nil || s.URL == "" || s.Ref == "" || !strings.HasPrefix(s.Dest, "/") {
+			return nil, fmt.Errorf("image %s: [Source] %q needs Name, URL, a pinned Ref and an absolute Dest", name, s.Name)
+		}
+	}
+	return m, nil
+}
+
+// NSpawnFile renders the machine's .nspawn settings: the manifest's own sections plus the data binds.
+func (m *Manifest) NSpawnFile(srv string) string {
+	sections := append([]*unit.UnitSection{}, m.NSpawn...)
+	if len(m.Binds) > 0 {
+		files := &unit.UnitSection{Section: "Files"}
+		for _, b := range m.Binds {
+			files.Entries = append(files.Entries, &unit.UnitEntry{Name: "Bind", Value: path.Join(srv, b.Host) + ":" + b.Guest})
+		}
+		sections = append(sections, files)
+	}
+	var sb strings.Builder
+	sb.WriteString("# Written by berth from images/" + m.Name + "/image.conf; berth rewrites it on install.\n")
+	io.Copy(&sb, unit.SerializeSections(sections))
+	return sb.String()
+}
+
+// Names lists the image folders in fsys.
+func Names(fsys fs.FS) ([]string, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if _, err := fs.Stat(fsys, path.Join(e.Name(), "image.conf")); e.IsDir() && err == nil {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}

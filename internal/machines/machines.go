@@ -1,0 +1,184 @@
+// Package machines is what the machine targets call: one function per action, for any image folder.
+package machines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"berth/images"
+	"berth/internal/base"
+	"berth/internal/clone"
+	"berth/internal/config"
+	"berth/internal/image"
+	"berth/internal/lock"
+	"berth/internal/machine"
+	"berth/internal/run"
+)
+
+// Do loads the configuration and runs action on the machine of image name.
+func Do(action, name string) error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := image.Load(images.FS, name); err != nil {
+		return err
+	}
+	switch action {
+	case "install":
+		m, _ := image.Load(images.FS, name)
+		return image.Install(ctx, c, images.FS, name, image.Options{Sources: image.SourceOverrides(m), DryRun: os.Getenv("PLAN") == "1", Out: os.Stdout})
+	case "clean":
+		return Clean(ctx, c, name)
+	case "purge":
+		return Purge(ctx, c, name, os.Getenv("CONFIRM"))
+	case "start":
+		return machine.Start(ctx, name)
+	case "stop":
+		return machine.Stop(ctx, name)
+	case "enable":
+		return machine.Enable(ctx, name)
+	case "status":
+		return Status(ctx, c, []string{name})
+	case "logs":
+		return run.Interactive(ctx, time.Minute, "journalctl", "--no-pager", "-n", "200", "-u", machine.Unit(name))
+	case "console":
+		if err := machine.Start(ctx, name); err != nil {
+			return err
+		}
+		fmt.Printf("root password: %s\n", image.PasswordFile(c, name))
+		return run.Interactive(ctx, 24*time.Hour, "machinectl", "login", name)
+	}
+	return fmt.Errorf("unknown action %q", action)
+}
+
+// All runs action on every image folder, in [Relay] Machines order first.
+func All(action string) error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	names, err := image.Names(images.FS)
+	if err != nil {
+		return err
+	}
+	ordered := append([]string{}, c.Relay.Machines...)
+	for _, n := range names {
+		if !strings.Contains(" "+strings.Join(ordered, " ")+" ", " "+n+" ") {
+			ordered = append(ordered, n)
+		}
+	}
+	if action == "status" {
+		return Status(context.Background(), c, ordered)
+	}
+	for _, n := range ordered {
+		if err := Do(action, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Clean stops the machine and removes its rootfs, settings and password. Data under [Paths] Srv stays.
+func Clean(ctx context.Context, c *config.Config, name string) error {
+	l, err := lock.Acquire(ctx, filepath.Join(c.Paths.State, "locks", "machine-"+name+".lock"), name+" clean", time.Hour)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if err := machine.Stop(ctx, name); err != nil && !errors.Is(err, machine.ErrNoSystemd) {
+		return err
+	}
+	for _, p := range []string{image.MachineDir(c, name), filepath.Join(c.Paths.Machines, "."+name+".staging")} {
+		if err := clone.Remove(ctx, p); err != nil {
+			return err
+		}
+	}
+	for _, p := range []string{image.NSpawnFile(c, name), image.PasswordFile(c, name), image.PasswordFile(c, name) + ".crypt"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	fmt.Printf("%s cleaned; its data under %s is kept\n", name, c.Paths.Srv)
+	return nil
+}
+
+// Purge deletes the machine's data directories, only when confirm names the image.
+func Purge(ctx context.Context, c *config.Config, name, confirm string) error {
+	m, err := image.Load(images.FS, name)
+	if err != nil {
+		return err
+	}
+	var dirs []string
+	for _, b := range m.Binds {
+		dirs = append(dirs, filepath.Join(c.Paths.Srv, b.Host))
+	}
+	if confirm != name {
+		return fmt.Errorf("purge deletes %s for good: run it again with CONFIRM=%s", strings.Join(dirs, " "), name)
+	}
+	if machine.Running(ctx, name) {
+		return fmt.Errorf("%s is running: stop it before purging its data", name)
+	}
+	for _, d := range dirs {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+		fmt.Println("deleted", d)
+	}
+	return nil
+}
+
+// Status prints one table of the machines: state, enabled, health, ports, image build time.
+func Status(ctx context.Context, c *config.Config, names []string) error {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MACHINE\tSTATE\tENABLED\tHEALTH\tADDRESS\tBUILT")
+	for _, n := range names {
+		m, err := image.Load(images.FS, n)
+		if err != nil {
+			return err
+		}
+		st, _ := machine.Status(ctx, n)
+		built := "not installed"
+		if s, err := image.ReadStamp(image.MachineDir(c, n)); err == nil {
+			built = s.Built.Local().Format(time.DateTime)
+		}
+		health, addr := "-", "host network"
+		if m.HealthTCP != "" {
+			addr = m.HealthTCP
+			health = "ok"
+			if err := machine.WaitTCP(ctx, m.HealthTCP, 0); err != nil {
+				health = "down"
+			}
+		}
+		if m.HealthFile != "" && health == "ok" {
+			if _, err := os.Stat(filepath.Join(c.Paths.Srv, m.HealthFile)); err != nil {
+				health = "first run pending"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n, st.Active, st.Enabled, health, addr, built)
+	}
+	return tw.Flush()
+}
+
+// BaseAndAll builds the base and then every machine.
+func BaseAndAll(ctx context.Context) error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	if _, err := base.Build(ctx, c, base.Options{}); err != nil {
+		return err
+	}
+	return All("install")
+}

@@ -1,0 +1,155 @@
+package machines
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"berth/internal/run"
+	"berth/internal/testhost"
+	"berth/internal/testutil"
+	"berth/internal/testutil/testbase"
+)
+
+// TestMachinesOnSystemd installs mysql and haproxy for real (Debian packages, local source fixtures) with the
+// compiled berth binary inside a booted systemd test host, and runs their whole lifecycle there.
+func TestMachinesOnSystemd(t *testing.T) {
+	testutil.Require(t, "debootstrap", "systemd-nspawn", "mariadb")
+	c := testbase.Config(t, nil)
+	testbase.Build(t, c)
+	machines := c.Paths.Machines
+	bin := testutil.BerthBinary(t)
+	fixtures, _ := filepath.Abs("testdata")
+	h := testhost.New(t, testhost.Options{Name: "berth-machines", HostNetwork: true,
+		Binds: []string{machines + ":/var/lib/machines"}, ReadOnlyBinds: []string{fixtures + ":/fixtures"}})
+	if err := h.CopyIn(bin, "/usr/local/sbin/berth"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	berth := func(args ...string) string {
+		t.Helper()
+		start := time.Now()
+		argv := append([]string{"env", "BERTH_SOURCE_COOKIECUTTER=/fixtures/cookiecutter", "BERTH_SOURCE_NPUB2HEX=/fixtures/npub2hex",
+			"/usr/local/sbin/berth"}, args...)
+		out, err := h.Run(ctx, argv...)
+		if err != nil {
+			t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		t.Logf("berth %s: %s", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
+		return out
+	}
+	hostFile := func(p string) string { return filepath.Join(h.Dir, p) }
+	waitFile := func(p string) string {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+			if b, err := os.ReadFile(hostFile(p)); err == nil {
+				return string(b)
+			}
+			if time.Now().After(deadline) {
+				out, _ := h.Run(ctx, "journalctl", "--no-pager", "-n", "40", "-M", "mysql")
+				t.Fatalf("%s never appeared; machine journal:\n%s", p, out)
+			}
+		}
+	}
+	query := func(url string) string {
+		t.Helper()
+		// DATABASE_URL="mysql://creator:<pw>@127.0.0.1:3306/creator"
+		pw := strings.SplitN(strings.SplitN(url, "creator:", 2)[1], "@", 2)[0]
+		var out string
+		var err error
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			var b []byte
+			b, err = run.Cmd{Timeout: 30 * time.Second, Argv: []string{"mariadb", "--protocol=tcp", "-h", "127.0.0.1", "-P", "3306", "-u", "creator", "-p" + pw,
+				"-N", "-e", "SELECT 1", "creator"}}.Run(ctx)
+			out = string(b)
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("SELECT 1 as creator: %v %s", err, out)
+		}
+		return strings.TrimSpace(out)
+	}
+
+	// mysql: install, start, first run, SELECT 1 as creator with the generated DATABASE_URL.
+	berth("mysql:install")
+	berth("mysql:start")
+	url := waitFile("srv/mysql/.creator-mysql-uri.txt")
+	if st, _ := os.Stat(hostFile("srv/mysql/.creator-mysql-uri.txt")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("DATABASE_URL file mode %v", st.Mode())
+	}
+	if got := query(url); got != "1" {
+		t.Fatalf("SELECT 1 answered %q", got)
+	}
+	t.Logf("mysql answers SELECT 1 as creator")
+
+	// Enable, stop, start.
+	berth("mysql:enable")
+	if out, _ := h.Run(ctx, "systemctl", "is-enabled", "systemd-nspawn@mysql"); strings.TrimSpace(out) != "enabled" {
+		t.Fatalf("is-enabled: %q", out)
+	}
+	berth("mysql:stop")
+	if out, _ := h.Run(ctx, "systemctl", "is-active", "systemd-nspawn@mysql"); strings.TrimSpace(out) != "inactive" {
+		t.Fatalf("after stop: %q", out)
+	}
+	berth("mysql:start")
+	query(url)
+
+	// Clean keeps the data; a new install over it does not run the first run again.
+	marker, _ := os.Stat(hostFile("srv/mysql/.berth-firstrun-done"))
+	berth("mysql:clean")
+	if _, err := os.Stat(hostFile("var/lib/machines/mysql")); !os.IsNotExist(err) {
+		t.Fatalf("clean left the rootfs: %v", err)
+	}
+	if _, err := os.Stat(hostFile("srv/mysql/mysql")); err != nil {
+		t.Fatalf("clean removed the data: %v", err)
+	}
+	berth("mysql:install")
+	berth("mysql:start")
+	time.Sleep(3 * time.Second)
+	if again := waitFile("srv/mysql/.creator-mysql-uri.txt"); again != url {
+		t.Fatal("the first run ran again: DATABASE_URL changed")
+	}
+	if m2, _ := os.Stat(hostFile("srv/mysql/.berth-firstrun-done")); !m2.ModTime().Equal(marker.ModTime()) {
+		t.Fatal("the first-run marker was touched again")
+	}
+	query(url)
+	t.Logf("mysql reinstalled over kept data: old DATABASE_URL still works")
+
+	// haproxy: install with local source fixtures, start, TLS answer with a complete error response.
+	berth("haproxy:install")
+	berth("haproxy:start")
+	if out, err := h.Run(ctx, "/usr/local/sbin/berth", "machine:status", "haproxy"); err == nil {
+		t.Logf("status:\n%s", out)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	var resp *http.Response
+	var err error
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		if resp, err = client.Get("https://127.0.0.1:443/"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("HAProxy does not answer on 443: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "503 Service Unavailable") {
+		t.Fatalf("HAProxy answered %s: %s", resp.Status, body)
+	}
+	t.Logf("HAProxy on 443 answered %s %s (no relaycreator behind it yet)", resp.Proto, resp.Status)
+	if out, err := h.Run(ctx, "systemd-run", "-M", "haproxy", "--wait", "--pipe", "-q", "/usr/local/bin/cookiecutter", "x"); err != nil ||
+		!strings.Contains(out, "cookiecutter fixture") {
+		t.Fatalf("cookiecutter from the local source: %v %q", err, out)
+	}
+	berth("haproxy:stop")
+	berth("mysql:stop")
+}

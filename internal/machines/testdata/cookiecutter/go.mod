@@ -1,0 +1,3 @@
+module example.com/cookiecutter
+
+go 1.22

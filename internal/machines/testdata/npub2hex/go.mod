@@ -1,0 +1,3 @@
+module example.com/npub2hex
+
+go 1.22

@@ -1,0 +1,44 @@
+// Package testbase builds a real base rootfs for integration tests: Debian's archive through the shared
+// debootstrap cache, and the Go toolchain from a local archive, so no test reaches the internet.
+package testbase
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"berth/internal/base"
+	"berth/internal/config"
+	"berth/internal/testutil"
+)
+
+// Config returns a configuration whose paths all lie under a temporary directory (the caches excepted,
+// which are shared), with the given extra BERTH_* values.
+func Config(t testing.TB, env map[string]string) *config.Config {
+	t.Helper()
+	goArchive, goSum, goVersion := testutil.GoArchive(t)
+	tmp := t.TempDir()
+	vars := map[string]string{
+		"BERTH_PATHS_MACHINES": filepath.Join(tmp, "machines"), "BERTH_PATHS_STATE": filepath.Join(tmp, "state"),
+		"BERTH_PATHS_SRV": filepath.Join(tmp, "srv"), "BERTH_PATHS_NSPAWN": filepath.Join(tmp, "nspawn"),
+		"BERTH_PATHS_CACHE": testutil.CacheDir(), "BERTH_BASE_MIRROR": testutil.Mirror(),
+		"BERTH_BASE_GOVERSION": goVersion, "BERTH_BASE_GOTARBALL": goArchive, "BERTH_BASE_GOSHA256": goSum,
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	c, err := config.LoadFrom(filepath.Join(tmp, "absent.conf"), func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Build builds the base for c (skipping, with the reason, where debootstrap or nspawn cannot run).
+func Build(t testing.TB, c *config.Config) {
+	t.Helper()
+	testutil.Require(t, "debootstrap", "systemd-nspawn")
+	if _, err := base.Build(context.Background(), c, base.Options{}); err != nil {
+		t.Fatal(err)
+	}
+}

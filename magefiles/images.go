@@ -1,0 +1,72 @@
+package main
+
+// One namespace per image folder, each target a one-liner over the generic machine:* targets.
+
+import (
+	"github.com/magefile/mage/mg"
+
+	"berth/internal/machines"
+)
+
+// Build builds the base rootfs and then every machine (mysql, relaycreator, haproxy, strfry).
+func Build() error { return machines.BaseAndAll(interruptible()) }
+
+// Clean stops and removes every machine (data under [Paths] Srv is kept); base:clean removes the base.
+func Clean() error { return machines.All("clean") }
+
+// Status prints one table of every machine.
+func Status() error { return machines.All("status") }
+
+// Haproxy is the relay's HAProxy TLS edge machine.
+type Haproxy mg.Namespace
+
+// Install builds the haproxy machine from the base and swaps it in (PLAN=1 prints the steps).
+func (Haproxy) Install() error { return machines.Do("install", "haproxy") }
+
+// Clean stops the haproxy machine and removes it; its data under [Paths] Srv is kept.
+func (Haproxy) Clean() error { return machines.Do("clean", "haproxy") }
+
+// Console starts the haproxy machine if needed and logs in; it prints where the root password is.
+func (Haproxy) Console() error { return machines.Do("console", "haproxy") }
+
+// Start starts the haproxy machine.
+func (Haproxy) Start() error { return machines.Do("start", "haproxy") }
+
+// Stop stops the haproxy machine.
+func (Haproxy) Stop() error { return machines.Do("stop", "haproxy") }
+
+// Status prints the haproxy machine's state, enablement, health, address and build time.
+func (Haproxy) Status() error { return machines.Do("status", "haproxy") }
+
+// Enable starts the haproxy machine at boot.
+func (Haproxy) Enable() error { return machines.Do("enable", "haproxy") }
+
+// Logs prints the haproxy machine's recent journal.
+func (Haproxy) Logs() error { return machines.Do("logs", "haproxy") }
+
+// Mysql is the relay's MariaDB machine.
+type Mysql mg.Namespace
+
+// Install builds the mysql machine from the base and swaps it in (PLAN=1 prints the steps).
+func (Mysql) Install() error { return machines.Do("install", "mysql") }
+
+// Clean stops the mysql machine and removes it; its data under [Paths] Srv is kept.
+func (Mysql) Clean() error { return machines.Do("clean", "mysql") }
+
+// Console starts the mysql machine if needed and logs in; it prints where the root password is.
+func (Mysql) Console() error { return machines.Do("console", "mysql") }
+
+// Start starts the mysql machine.
+func (Mysql) Start() error { return machines.Do("start", "mysql") }
+
+// Stop stops the mysql machine.
+func (Mysql) Stop() error { return machines.Do("stop", "mysql") }
+
+// Status prints the mysql machine's state, enablement, health, address and build time.
+func (Mysql) Status() error { return machines.Do("status", "mysql") }
+
+// Enable starts the mysql machine at boot.
+func (Mysql) Enable() error { return machines.Do("enable", "mysql") }
+
+// Logs prints the mysql machine's recent journal.
+func (Mysql) Logs() error { return machines.Do("logs", "mysql") }

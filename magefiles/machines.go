@@ -1,0 +1,39 @@
+package main
+
+import (
+	"github.com/magefile/mage/mg"
+
+	"berth/internal/machines"
+)
+
+// Machine works on any image folder by name (machine:install haproxy, ...).
+type Machine mg.Namespace
+
+// Install builds <image> from the base into a staging copy and swaps it into [Paths] Machines/<image>
+// (a running machine restarts on the new tree). PLAN=1 prints every step instead. BERTH_SOURCE_<NAME>=<path>
+// replaces a git source with a local checkout or tarball.
+func (Machine) Install(image string) error { return machines.Do("install", image) }
+
+// Clean stops the machine and removes its rootfs, .nspawn file and password; data under [Paths] Srv stays.
+func (Machine) Clean(image string) error { return machines.Do("clean", image) }
+
+// Purge deletes the machine's data directories under [Paths] Srv after naming them; it needs CONFIRM=<image>.
+func (Machine) Purge(image string) error { return machines.Do("purge", image) }
+
+// Console starts the machine if needed, prints where its root password is, and logs in.
+func (Machine) Console(image string) error { return machines.Do("console", image) }
+
+// Start starts the machine through systemd (systemd-nspawn@<image>.service).
+func (Machine) Start(image string) error { return machines.Do("start", image) }
+
+// Stop stops the machine.
+func (Machine) Stop(image string) error { return machines.Do("stop", image) }
+
+// Status prints one table: machine, state, enabled, health, ports, image build time.
+func (Machine) Status(image string) error { return machines.Do("status", image) }
+
+// Enable starts the machine at boot.
+func (Machine) Enable(image string) error { return machines.Do("enable", image) }
+
+// Logs prints the machine's recent journal.
+func (Machine) Logs(image string) error { return machines.Do("logs", image) }
