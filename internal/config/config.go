@@ -113,13 +113,18 @@ func LoadFrom(path string, lookupEnv func(string) (string, bool)) (*Config, erro
 		return nil, err
 	}
 	for _, k := range keys {
-		env := "BERTH_" + strings.ToUpper(k.section+"_"+k.name)
-		if v, ok := lookupEnv(env); ok {
-			c.values[k.id()], c.origins[k.id()] = v, "env "+env
-		} else if legacy, ok := legacyEnv[k.id()]; ok {
-			if v, ok := lookupEnv(legacy); ok {
-				c.values[k.id()], c.origins[k.id()] = v, "env "+legacy
+		name := "BERTH_" + strings.ToUpper(k.section+"_"+k.name)
+		v, found := lookupEnv(name)
+		if legacy, ok := legacyEnv[k.id()]; !found && ok {
+			name = legacy
+			v, found = lookupEnv(legacy)
+		}
+		if found {
+			origin := "env " + name
+			if prev := c.origins[k.id()]; strings.HasPrefix(prev, "file ") {
+				origin += ", overriding " + prev + " = " + strings.TrimSpace(c.values[k.id()])
 			}
+			c.values[k.id()], c.origins[k.id()] = v, origin
 		}
 	}
 	for _, k := range keys {

@@ -52,7 +52,7 @@ func TestFileAndEnvironment(t *testing.T) {
 	var out bytes.Buffer
 	c.Summary(&out)
 	for _, want := range []string{
-		"= /var/lib/other", "(env BERTH_PATHS_STATE)",
+		"= /var/lib/other", "(env BERTH_PATHS_STATE, overriding file ", "berth.conf:3 = /srv/state)",
 		"[Paths] Cache", "berth.conf:4)", "[Relay] Domain", "(env MYDOMAIN)", "[Demo] SwitchEvery", "berth.conf:7)",
 		"(default ([Paths] State/upgrade.d))",
 	} {
