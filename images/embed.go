@@ -7,5 +7,5 @@ import "embed"
 
 // FS holds every image folder.
 //
-//go:embed all:mysql all:haproxy
+//go:embed all:mysql all:haproxy all:strfry
 var FS embed.FS

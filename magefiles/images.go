@@ -70,3 +70,30 @@ func (Mysql) Enable() error { return machines.Do("enable", "mysql") }
 
 // Logs prints the mysql machine's recent journal.
 func (Mysql) Logs() error { return machines.Do("logs", "mysql") }
+
+// Strfry is the relay engine (strfry, cookiecutter, spamblaster, interceptor) machine.
+type Strfry mg.Namespace
+
+// Install builds the strfry machine from the base and swaps it in (PLAN=1 prints the steps).
+func (Strfry) Install() error { return machines.Do("install", "strfry") }
+
+// Clean stops the strfry machine and removes it; its data under [Paths] Srv is kept.
+func (Strfry) Clean() error { return machines.Do("clean", "strfry") }
+
+// Console starts the strfry machine if needed and logs in; it prints where the root password is.
+func (Strfry) Console() error { return machines.Do("console", "strfry") }
+
+// Start starts the strfry machine.
+func (Strfry) Start() error { return machines.Do("start", "strfry") }
+
+// Stop stops the strfry machine.
+func (Strfry) Stop() error { return machines.Do("stop", "strfry") }
+
+// Status prints the strfry machine's state, enablement, health, address and build time.
+func (Strfry) Status() error { return machines.Do("status", "strfry") }
+
+// Enable starts the strfry machine at boot.
+func (Strfry) Enable() error { return machines.Do("enable", "strfry") }
+
+// Logs prints the strfry machine's recent journal.
+func (Strfry) Logs() error { return machines.Do("logs", "strfry") }

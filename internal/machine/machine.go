@@ -6,11 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/dbus"
+
+	"berth/internal/run"
 )
 
 // Unit is the systemd unit that runs machine name.
@@ -48,11 +52,44 @@ func job(ctx context.Context, name string, do func(*sd.Conn, chan<- string) (int
 	}
 }
 
-// Start starts the machine (a no-op when it runs).
+// BootTimeout bounds how long Start waits for a machine's own systemd to finish booting.
+var BootTimeout = 2 * time.Minute
+
+// Start starts the machine (a no-op when it runs) and waits until its systemd has finished booting.
 func Start(ctx context.Context, name string) error {
-	return job(ctx, name, func(c *sd.Conn, ch chan<- string) (int, error) {
+	err := job(ctx, name, func(c *sd.Conn, ch chan<- string) (int, error) {
 		return c.StartUnitContext(ctx, Unit(name), "replace", ch)
 	})
+	if err != nil {
+		return err
+	}
+	return WaitBooted(ctx, name, BootTimeout)
+}
+
+// WaitBooted waits until the machine's systemd reports running (or degraded, which is logged with the
+// failed units), at most timeout.
+func WaitBooted(ctx context.Context, name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		out, _ := run.Cmd{Argv: []string{"systemctl", "-M", name, "is-system-running", "--wait"}, Timeout: timeout, Quiet: true}.Run(ctx)
+		switch state := strings.TrimSpace(string(out)); state {
+		case "running":
+			return nil
+		case "degraded":
+			failed, _ := run.Output(ctx, "systemctl", "-M", name, "--failed", "--plain", "--no-legend", "--no-pager")
+			slog.Warn("machine booted degraded", "machine", name, "failed", strings.Join(strings.Fields(failed), " "))
+			return nil
+		default:
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s did not finish booting within %s (state %q): see journalctl -M %s", name, timeout, state, name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }
 
 // Stop stops the machine (a no-op when it is stopped).
@@ -62,11 +99,15 @@ func Stop(ctx context.Context, name string) error {
 	})
 }
 
-// Restart restarts the machine.
+// Restart restarts the machine and waits until it has booted again.
 func Restart(ctx context.Context, name string) error {
-	return job(ctx, name, func(c *sd.Conn, ch chan<- string) (int, error) {
+	err := job(ctx, name, func(c *sd.Conn, ch chan<- string) (int, error) {
 		return c.RestartUnitContext(ctx, Unit(name), "replace", ch)
 	})
+	if err != nil {
+		return err
+	}
+	return WaitBooted(ctx, name, BootTimeout)
 }
 
 // Enable makes the machine start at boot (machines.target wants it, and multi-user.target wants

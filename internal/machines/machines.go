@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -73,9 +74,10 @@ func All(action string) error {
 	if err != nil {
 		return err
 	}
-	ordered := append([]string{}, c.Relay.Machines...)
-	for _, n := range names {
-		if !strings.Contains(" "+strings.Join(ordered, " ")+" ", " "+n+" ") {
+	// [Relay] Machines order first, then any other image folder.
+	var ordered []string
+	for _, n := range append(append([]string{}, c.Relay.Machines...), names...) {
+		if slices.Contains(names, n) && !slices.Contains(ordered, n) {
 			ordered = append(ordered, n)
 		}
 	}

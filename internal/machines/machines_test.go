@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"berth/images"
+	"berth/internal/image"
 	"berth/internal/run"
 	"berth/internal/testhost"
 	"berth/internal/testutil"
@@ -36,7 +38,8 @@ func TestMachinesOnSystemd(t *testing.T) {
 		t.Helper()
 		start := time.Now()
 		argv := append([]string{"env", "BERTH_SOURCE_COOKIECUTTER=/fixtures/cookiecutter", "BERTH_SOURCE_NPUB2HEX=/fixtures/npub2hex",
-			"/usr/local/sbin/berth"}, args...)
+			"BERTH_SOURCE_STRFRY=/fixtures/strfry", "BERTH_SOURCE_SPAMBLASTER=/fixtures/spamblaster",
+			"BERTH_SOURCE_INTERCEPTOR=/fixtures/interceptor", "/usr/local/sbin/berth"}, args...)
 		out, err := h.Run(ctx, argv...)
 		if err != nil {
 			t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -152,4 +155,44 @@ func TestMachinesOnSystemd(t *testing.T) {
 	}
 	berth("haproxy:stop")
 	berth("mysql:stop")
+
+	// strfry: the real recipe (make setup-golpe, make, go build of the three tools) over local fixtures.
+	berth("strfry:install")
+	berth("strfry:start")
+	for _, tool := range [][]string{{"/app/strfry"}, {"/usr/local/bin/cookiecutter"}, {"/usr/local/bin/spamblaster"}, {"/usr/local/bin/interceptor"}} {
+		out, err := h.Run(ctx, append([]string{"systemd-run", "-M", "strfry", "--wait", "--pipe", "-q"}, tool...)...)
+		if err != nil || !strings.Contains(out, "fixture") {
+			t.Fatalf("%s in the strfry machine: %v %q", tool[0], err, out)
+		}
+	}
+	for _, u := range []string{"strfrycheck.timer", "interceptor.service"} {
+		if out, _ := h.Run(ctx, "systemctl", "-M", "strfry", "is-enabled", u); strings.TrimSpace(out) != "enabled" {
+			t.Fatalf("%s in strfry: %q", u, out)
+		}
+	}
+	berth("strfry:stop")
+	if out, err := h.Run(ctx, "/usr/local/sbin/berth", "status"); err != nil || !strings.Contains(out, "MACHINE") {
+		t.Fatalf("status: %v\n%s", err, out)
+	} else {
+		t.Logf("berth status:\n%s", out)
+	}
+}
+
+// TestPlanNamesRealSources: a dry run prints every step, with the pinned git sources, and changes nothing.
+func TestPlanNamesRealSources(t *testing.T) {
+	c := testbase.Config(t, nil)
+	var out strings.Builder
+	if err := image.Install(context.Background(), c, images.FS, "strfry", image.Options{DryRun: true, Out: &out}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"git clone https://github.com/hoytech/strfry.git, checkout 1.1.0", "relaytools/spamblaster.git",
+		"relaytools/interceptor.git", "apt-get install git build-essential", "swap "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("plan lacks %q:\n%s", want, out.String())
+		}
+	}
+	if _, err := os.Stat(c.Paths.Machines); !os.IsNotExist(err) {
+		t.Fatalf("a dry run created %s", c.Paths.Machines)
+	}
+	t.Logf("plan:\n%s", out.String())
 }

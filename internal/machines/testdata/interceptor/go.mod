@@ -1,0 +1,3 @@
+module example.com/interceptor
+
+go 1.22

@@ -1,0 +1,3 @@
+module example.com/spamblaster
+
+go 1.22
