@@ -91,7 +91,51 @@ func Key(c *config.Config, arch string) (string, error) {
 		fmt.Fprintf(h, "%s %d\n%s", p, len(b), b)
 		return err
 	})
+	if err != nil {
+		return "", err
+	}
+	cas, err := hostCAs()
+	for _, p := range cas {
+		b, _ := os.ReadFile(p)
+		fmt.Fprintf(h, "ca %s %d\n%s", filepath.Base(p), len(b), b)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16], err
+}
+
+// HostCADir holds the host's own certificate authorities (a company proxy's, say). The base trusts them too,
+// so that machines reach through the same proxies as the host.
+const HostCADir = "/usr/local/share/ca-certificates"
+
+func hostCAs() ([]string, error) {
+	return filepath.Glob(filepath.Join(HostCADir, "*.crt"))
+}
+
+// installHostCAs copies the host's local CAs into the rootfs (through os.Root); provisioning then runs
+// update-ca-certificates.
+func installHostCAs(dir string) error {
+	cas, err := hostCAs()
+	if err != nil || len(cas) == 0 {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	rel := strings.TrimPrefix(HostCADir, "/")
+	if err := root.MkdirAll(rel, 0o755); err != nil {
+		return err
+	}
+	for _, p := range cas {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := root.WriteFile(filepath.Join(rel, filepath.Base(p)), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Build makes the base rootfs described by c, or reuses the existing one when its inputs are unchanged.
@@ -147,6 +191,9 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 
 	step = job.Step("apt-get update and full-upgrade")
 	script, err := fs.ReadFile(recipe.Files, "provision.sh")
+	if err == nil {
+		err = installHostCAs(staging)
+	}
 	if err == nil {
 		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"},
 			Stdin: strings.NewReader(string(script)), Output: step, Timeout: 30 * time.Minute}.Run(ctx)

@@ -111,7 +111,7 @@ func TestFetchAndInstallGo(t *testing.T) {
 	writeZip(t, archive, "golang.org/toolchain@v0.0.1-go1.26.10.linux-amd64/", map[string]string{
 		"bin/go": "#!/bin/sh\necho go\n", "VERSION": "go1.26.10\n", "src/fmt/print.go": "package fmt\n",
 	})
-	sum, err := fileSHA256(archive)
+	sum, err := fsx.FileSHA256(archive)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestBuild(t *testing.T) {
 	if err := exec.Command("tar", "-czf", bogus, "-C", t.TempDir(), ".").Run(); err != nil {
 		t.Fatal(err)
 	}
-	bogusSum, _ := fileSHA256(bogus)
+	bogusSum, _ := fsx.FileSHA256(bogus)
 	broken := *c
 	broken.Base.GoTarball, broken.Base.GoSHA256 = bogus, bogusSum
 	_, err = Build(ctx, &broken, Options{})

@@ -46,7 +46,7 @@ func fetchGo(ctx context.Context, src, want, cacheDir string) (string, error) {
 		ext = ".zip"
 	}
 	dst := filepath.Join(cacheDir, "go", want+ext)
-	if sum, err := fileSHA256(dst); err == nil && sum == want {
+	if sum, err := fsx.FileSHA256(dst); err == nil && sum == want {
 		return dst, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -97,19 +97,6 @@ func fetchGo(ctx context.Context, src, want, cacheDir string) (string, error) {
 		return "", err
 	}
 	return dst, fsx.SyncDir(filepath.Dir(dst))
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // entry is one member of a Go archive, whatever its format.
