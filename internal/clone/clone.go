@@ -13,7 +13,6 @@
 package clone
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -21,13 +20,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"berth/internal/fsx"
 	"berth/internal/run"
 )
 
@@ -407,38 +405,12 @@ func checkNoMounts(path string) error {
 	if abs, err = filepath.EvalSymlinks(abs); err != nil {
 		return err
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := fsx.MountsBelow(abs)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == abs || strings.HasPrefix(mp, abs+"/") {
-			return fmt.Errorf("clone: refusing to remove %s: a file system is mounted at %s", path, mp)
-		}
+	if len(mounts) > 0 {
+		return fmt.Errorf("clone: refusing to remove %s: a file system is mounted at %s", path, mounts[len(mounts)-1])
 	}
-	return sc.Err()
-}
-
-// unescapeMount decodes the octal escapes (\040 for a space, ...) of a mount point in /proc/self/mountinfo.
-func unescapeMount(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return nil
 }

@@ -41,14 +41,6 @@ func TestFSType(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	for in, want := range map[string]string{`/plain`: "/plain", `/a\040b`: "/a b", `/x\134y\011`: "/x\\y\t", `/bad\09`: `/bad\09`} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q; want %q", in, got, want)
-		}
-	}
-}
-
 func TestArgumentErrors(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()

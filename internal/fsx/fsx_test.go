@@ -66,3 +66,21 @@ func TestTreeSumSeesContentModeAndLinks(t *testing.T) {
 		t.Fatalf("TreeSum missed a change: %s %s %s %s", s0, s1, s2, s3)
 	}
 }
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{`/plain`: "/plain", `/a\040b`: "/a b", `/x\134y\011`: "/x\\y\t", `/bad\09`: `/bad\09`, `/end\04`: `/end\04`} {
+		if got := UnescapeMount(in); got != want {
+			t.Errorf("UnescapeMount(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+func TestMountsBelow(t *testing.T) {
+	mounts, err := MountsBelow("/proc")
+	if err != nil || len(mounts) == 0 || mounts[len(mounts)-1] != "/proc" {
+		t.Fatalf("mounts below /proc: %v %v", mounts, err)
+	}
+	if mounts, _ := MountsBelow(t.TempDir()); len(mounts) != 0 {
+		t.Fatalf("a fresh temp dir has mounts: %v", mounts)
+	}
+}

@@ -56,3 +56,17 @@ func TreeSum(dir string) (string, error) {
 	})
 	return hex.EncodeToString(h.Sum(nil)), err
 }
+
+// FileSHA256 returns the hex sha256 of a file's content.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -82,7 +82,7 @@ func (c Cmd) Run(ctx context.Context) ([]byte, error) {
 	cmd.Stdin = c.Stdin
 	cmd.WaitDelay = 5 * time.Second
 	// stdout is returned when the caller does not take it; both streams also feed the error's tail.
-	var stdout, stderr, streamed syncBuffer
+	var stdout, stderr, streamed SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if c.Stdout != nil {
 		cmd.Stdout = io.MultiWriter(c.Stdout, &streamed)
@@ -134,20 +134,24 @@ func Interactive(ctx context.Context, timeout time.Duration, argv ...string) err
 	return nil
 }
 
-// syncBuffer is a bytes.Buffer safe for the two goroutines that copy a command's stdout and stderr.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers, such as the goroutines that copy a command's
+// stdout and stderr.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) Bytes() []byte {
+func (b *SyncBuffer) Bytes() []byte {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Bytes()
 }
+
+// String returns the contents written so far.
+func (b *SyncBuffer) String() string { return string(b.Bytes()) }

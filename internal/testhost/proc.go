@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"berth/internal/fsx"
 )
 
 // procStatus reads the fields of /proc/<pid>/status that matter here.
@@ -173,49 +175,6 @@ func (h *Host) under(link string) bool {
 	return false
 }
 
-// mountsBelow lists the mount points in /proc/self/mountinfo at or under dir, deepest first.
-func mountsBelow(dir string) ([]string, error) {
-	if dir == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	slices.Reverse(out)
-	return out, nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 func unmountAll(mounts []string) {
 	for _, m := range mounts {
 		unix.Unmount(m, unix.MNT_DETACH)
@@ -250,7 +209,7 @@ func cgroupMounts() (v2, v1 string, err error) {
 		if len(f) < 5 || len(g) < 3 || f[3] != "/" {
 			continue
 		}
-		mp := unescapeMount(f[4])
+		mp := fsx.UnescapeMount(f[4])
 		switch {
 		case g[0] == "cgroup2" && v2 == "":
 			v2 = mp

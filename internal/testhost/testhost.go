@@ -44,6 +44,7 @@ import (
 	"syscall"
 	"time"
 
+	"berth/internal/fsx"
 	"berth/internal/rootfs"
 	"berth/internal/run"
 	"berth/internal/testutil"
@@ -450,7 +451,7 @@ func (h *Host) exec(ctx context.Context, scoped bool, stdin io.Reader, argv []st
 
 	ctx, cancel := context.WithTimeout(ctx, run.DefaultTimeout)
 	defer cancel()
-	var out lockedBuffer
+	var out run.SyncBuffer
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Stdin = stdin
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -544,14 +545,14 @@ func (h *Host) Stop(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	mounts, err := mountsBelow(h.tmp)
+	mounts, err := fsx.MountsBelow(h.tmp)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if len(mounts) > 0 {
 		errs = append(errs, fmt.Errorf("mounts left below %s: %s", h.tmp, strings.Join(mounts, ", ")))
 		unmountAll(mounts)
-		if mounts, _ = mountsBelow(h.tmp); len(mounts) > 0 {
+		if mounts, _ = fsx.MountsBelow(h.tmp); len(mounts) > 0 {
 			errs = append(errs, fmt.Errorf("cannot unmount %s", strings.Join(mounts, ", ")))
 		}
 	}
@@ -669,23 +670,6 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // cleanEnv drops what would make systemd-nspawn talk to a service manager of the VM's test runner.

@@ -2,10 +2,7 @@ package testhost
 
 import (
 	"context"
-	"crypto/sha256"
 	"debug/elf"
-	"encoding/hex"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"berth/internal/fsx"
 )
 
 func TestOptionsDefaults(t *testing.T) {
@@ -46,14 +45,6 @@ func TestSpecKey(t *testing.T) {
 	}
 }
 
-func TestUnescapeMount(t *testing.T) {
-	for in, want := range map[string]string{`/a\040b`: "/a b", `/plain`: "/plain", `/x\134y`: `/x\y`, `/end\04`: `/end\04`} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestNameValidation(t *testing.T) {
 	for _, bad := range []string{"-x", "A", "a_b", "a/b", strings.Repeat("a", 49)} {
 		if _, err := Start(context.Background(), Options{Name: bad}); err == nil || !strings.Contains(err.Error(), "name") {
@@ -64,17 +55,12 @@ func TestNameValidation(t *testing.T) {
 
 func fileSum(t *testing.T, path string) string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
+	sum, err := fsx.FileSHA256(path)
+	fi, serr := os.Stat(path)
+	if err != nil || serr != nil {
+		t.Fatal(err, serr)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := f.Stat()
-	return hex.EncodeToString(h.Sum(nil)) + " " + fi.ModTime().String()
+	return sum + " " + fi.ModTime().String()
 }
 
 // TestHost boots one test host and runs every check on it, one subtest each, then stops it and checks that
@@ -308,7 +294,7 @@ func TestHost(t *testing.T) {
 				}
 			}
 		}
-		if m, err := mountsBelow(tmp); err != nil || len(m) > 0 {
+		if m, err := fsx.MountsBelow(tmp); err != nil || len(m) > 0 {
 			t.Errorf("mounts left below %s: %v %v", tmp, m, err)
 		}
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {

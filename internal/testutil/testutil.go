@@ -4,9 +4,6 @@ package testutil
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"berth/internal/fsx"
 	"berth/internal/lock"
 	"berth/internal/run"
 )
@@ -90,16 +88,11 @@ func GoArchive(t testing.TB) (path, sum, version string) {
 			t.Fatal(err)
 		}
 	}
-	f, err := os.Open(path)
+	sum, err = fsx.FileSHA256(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return path, hex.EncodeToString(h.Sum(nil)), version
+	return path, sum, version
 }
 
 // RepoRoot is the directory holding go.mod, found upwards from the test's working directory.
