@@ -7,5 +7,5 @@ import "embed"
 
 // FS holds every image folder.
 //
-//go:embed all:mysql all:haproxy all:strfry
+//go:embed all:mysql all:haproxy all:strfry all:relaycreator
 var FS embed.FS

@@ -97,3 +97,30 @@ func (Strfry) Enable() error { return machines.Do("enable", "strfry") }
 
 // Logs prints the strfry machine's recent journal.
 func (Strfry) Logs() error { return machines.Do("logs", "strfry") }
+
+// Relaycreator is the relay platform's web app (relaycreator) machine.
+type Relaycreator mg.Namespace
+
+// Install builds the relaycreator machine from the base and swaps it in (PLAN=1 prints the steps).
+func (Relaycreator) Install() error { return machines.Do("install", "relaycreator") }
+
+// Clean stops the relaycreator machine and removes it; its data under [Paths] Srv is kept.
+func (Relaycreator) Clean() error { return machines.Do("clean", "relaycreator") }
+
+// Console starts the relaycreator machine if needed and logs in; it prints where the root password is.
+func (Relaycreator) Console() error { return machines.Do("console", "relaycreator") }
+
+// Start starts the relaycreator machine.
+func (Relaycreator) Start() error { return machines.Do("start", "relaycreator") }
+
+// Stop stops the relaycreator machine.
+func (Relaycreator) Stop() error { return machines.Do("stop", "relaycreator") }
+
+// Status prints the relaycreator machine's state, enablement, health, address and build time.
+func (Relaycreator) Status() error { return machines.Do("status", "relaycreator") }
+
+// Enable starts the relaycreator machine at boot.
+func (Relaycreator) Enable() error { return machines.Do("enable", "relaycreator") }
+
+// Logs prints the relaycreator machine's recent journal.
+func (Relaycreator) Logs() error { return machines.Do("logs", "relaycreator") }

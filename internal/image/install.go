@@ -325,6 +325,7 @@ func copyInto(root *os.Root, dst string, src fs.FS, noClobber bool) error {
 const provisionPrelude = `set -E
 trap 'rc=$?; echo "berth: ${BASH_SOURCE[0]##*/}:${LINENO}: '\''${BASH_COMMAND}'\'' failed with exit status $rc" >&2' ERR
 export DEBIAN_FRONTEND=noninteractive HOME=/root PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 `
 
 func (m *Manifest) provision(ctx context.Context, fsys fs.FS, dir string, out io.Writer) error {

@@ -39,7 +39,8 @@ func TestMachinesOnSystemd(t *testing.T) {
 		start := time.Now()
 		argv := append([]string{"env", "BERTH_SOURCE_COOKIECUTTER=/fixtures/cookiecutter", "BERTH_SOURCE_NPUB2HEX=/fixtures/npub2hex",
 			"BERTH_SOURCE_STRFRY=/fixtures/strfry", "BERTH_SOURCE_SPAMBLASTER=/fixtures/spamblaster",
-			"BERTH_SOURCE_INTERCEPTOR=/fixtures/interceptor", "/usr/local/sbin/berth"}, args...)
+			"BERTH_SOURCE_INTERCEPTOR=/fixtures/interceptor", "BERTH_SOURCE_RELAYCREATOR=/fixtures/relaycreator",
+			"/usr/local/sbin/berth"}, args...)
 		out, err := h.Run(ctx, argv...)
 		if err != nil {
 			t.Fatalf("berth %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -171,6 +172,64 @@ func TestMachinesOnSystemd(t *testing.T) {
 		}
 	}
 	berth("strfry:stop")
+
+	// relaycreator: pnpm install and build of a local fixture app, served on 3000; deploy builds a new release
+	// beside the running one and switches only when the build succeeded.
+	berth("relaycreator:install")
+	berth("relaycreator:start")
+	get := func(want string) {
+		t.Helper()
+		var body string
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+			if resp, err := http.Get("http://127.0.0.1:3000/"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if body = string(b); strings.Contains(body, want) || time.Now().After(deadline) {
+					break
+				}
+			} else if time.Now().After(deadline) {
+				t.Fatalf("relaycreator on 3000: %v", err)
+			}
+		}
+		if !strings.Contains(body, want) {
+			t.Fatalf("relaycreator served %q, want %q", body, want)
+		}
+	}
+	get("relaycreator fixture v1")
+	upstream := hostFile("srv/relaycreator/upstream")
+	gitIn := func(args ...string) {
+		t.Helper()
+		if _, err := (run.Cmd{Argv: append([]string{"git", "-C", upstream, "-c", "user.name=t", "-c", "user.email=t@t"}, args...)}).Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := (run.Cmd{Argv: []string{"cp", "-r", fixtures + "/relaycreator", upstream}}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(upstream, "VERSION"), []byte("v2\n"), 0o644)
+	gitIn("init", "-q", "-b", "main")
+	gitIn("add", ".")
+	gitIn("commit", "-q", "-m", "v2")
+	os.WriteFile(hostFile("srv/relaycreator/deploy.env"), []byte("DEPLOY_REPO=/srv/relaycreator/upstream\nDEPLOY_REF=main\n"), 0o600)
+	deploy := func() error {
+		_, err := h.Run(ctx, "systemctl", "-M", "relaycreator", "start", "deploy.service")
+		return err
+	}
+	if err := deploy(); err != nil {
+		out, _ := h.Run(ctx, "journalctl", "-M", "relaycreator", "-u", "deploy", "--no-pager", "-n", "30")
+		t.Fatalf("deploy v2: %v\n%s", err, out)
+	}
+	get("relaycreator fixture v2")
+	os.WriteFile(filepath.Join(upstream, "BROKEN"), nil, 0o644)
+	os.WriteFile(filepath.Join(upstream, "VERSION"), []byte("v3\n"), 0o644)
+	gitIn("add", ".")
+	gitIn("commit", "-q", "-m", "v3, broken")
+	if err := deploy(); err == nil {
+		t.Fatal("a deploy whose build fails succeeded")
+	}
+	get("relaycreator fixture v2")
+	t.Logf("relaycreator: v1 from the image, v2 deployed, broken v3 refused while v2 kept serving")
+	berth("relaycreator:stop")
 	if out, err := h.Run(ctx, "/usr/local/sbin/berth", "status"); err != nil || !strings.Contains(out, "MACHINE") {
 		t.Fatalf("status: %v\n%s", err, out)
 	} else {
