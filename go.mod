@@ -10,6 +10,9 @@ require (
 	github.com/magefile/mage v1.17.2
 )
 
-require github.com/godbus/dbus/v5 v5.1.0 // indirect
+require (
+	github.com/decred/dcrd/dcrec/secp256k1/v4 v4.4.1 // indirect
+	github.com/godbus/dbus/v5 v5.1.0 // indirect
+)
 
 replace github.com/lxc/go-lxc => /usr/share/gocode/src/gopkg.in/lxc/go-lxc.v2

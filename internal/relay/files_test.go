@@ -1,0 +1,80 @@
+package relay
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"berth/internal/config"
+)
+
+func testConfig(t *testing.T) *config.Config {
+	dir := t.TempDir()
+	env := map[string]string{"BERTH_PATHS_SRV": filepath.Join(dir, "srv"), "BERTH_PATHS_STATE": filepath.Join(dir, "state")}
+	c, err := config.LoadFrom(filepath.Join(dir, "absent"), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestSecretsAreMadeOnceAndKept(t *testing.T) {
+	c := testConfig(t)
+	s, created, err := LoadSecrets(SecretsFile(c))
+	if err != nil || !created || len(s.NostrPrivateHex) != 64 || len(s.NextAuthSecret) < 40 || s.StatsPassword == "haproxy" {
+		t.Fatalf("%+v %v %v", s, created, err)
+	}
+	st, _ := os.Stat(SecretsFile(c))
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("secrets mode %v", st.Mode())
+	}
+	again, created, err := LoadSecrets(SecretsFile(c))
+	if err != nil || created || again != s {
+		t.Fatalf("secrets changed on the second load: %+v %v %v", again, created, err)
+	}
+}
+
+func TestEnvFilesAreWrittenOnceAndPrivate(t *testing.T) {
+	c := testConfig(t)
+	s, _, _ := LoadSecrets(SecretsFile(c))
+	url := `mysql://creator:p$w"x@127.0.0.1:3306/creator`
+	files, err := EnvFiles(c, "relay.example.com", url, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, restart, err := WriteChanged(files)
+	if err != nil || len(changed) != 5 || len(restart) != 4 {
+		t.Fatalf("first write: %v %v %v", changed, restart, err)
+	}
+	k, _ := KeypairFromHex(s.NostrPrivateHex)
+	env, err := readEnv(filepath.Join(c.Paths.Srv, "relaycreator", ".env"))
+	if err != nil || env["DATABASE_URL"] != url || env["DEPLOY_PUBKEY"] != k.PublicHex || env["NEXTAUTH_URL"] != "https://relay.example.com" {
+		t.Fatalf(".env does not read back: %v %v", env, err)
+	}
+	for _, f := range files {
+		if st, _ := os.Stat(f.Path); st.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v", f.Path, st.Mode())
+		}
+	}
+	changed, restart, err = WriteChanged(files)
+	if err != nil || len(changed) != 0 || len(restart) != 0 {
+		t.Fatalf("an unchanged configure rewrote %v, would restart %v (%v)", changed, restart, err)
+	}
+	// A new deploy key changes exactly the files that carry it and restarts their readers.
+	k2, _ := NewKeypair()
+	s.NostrPrivateHex = k2.PrivateHex
+	files, _ = EnvFiles(c, "relay.example.com", url, s)
+	changed, restart, _ = WriteChanged(files)
+	if len(changed) != 4 || !slices.Contains(restart, Reader{"strfry", "strfrycheck.service"}) ||
+		slices.Contains(restart, Reader{"strfry", "interceptor.service"}) {
+		t.Fatalf("rotation changed %v, restarts %v", changed, restart)
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f.Path)
+		if strings.Contains(string(b), k.PublicHex) || strings.Contains(string(b), k.PrivateHex) {
+			t.Errorf("%s still holds the old key", f.Path)
+		}
+	}
+}
