@@ -3,9 +3,22 @@
 // Adding an image is adding a folder.
 package images
 
-import "embed"
+import (
+	"embed"
+	"io/fs"
+	"os"
+)
 
 // FS holds every image folder.
 //
 //go:embed all:mysql all:haproxy all:strfry all:relaycreator
 var FS embed.FS
+
+// Active returns the image folders berth uses: those in the directory $BERTH_IMAGES when it is set (an
+// operator's own or changed images, without rebuilding berth), else the compiled-in ones.
+func Active() fs.FS {
+	if dir := os.Getenv("BERTH_IMAGES"); dir != "" {
+		return os.DirFS(dir)
+	}
+	return FS
+}

@@ -11,7 +11,8 @@ type Machine mg.Namespace
 
 // Install builds <image> from the base into a staging copy and swaps it into [Paths] Machines/<image>
 // (a running machine restarts on the new tree). PLAN=1 prints every step instead. BERTH_SOURCE_<NAME>=<path>
-// replaces a git source with a local checkout or tarball.
+// replaces a git source with a local checkout or tarball; BERTH_IMAGES=<dir> reads image folders from dir
+// instead of the ones compiled into berth.
 func (Machine) Install(image string) error { return machines.Do("install", image) }
 
 // Clean stops the machine and removes its rootfs, .nspawn file and password; data under [Paths] Srv stays.

@@ -111,7 +111,8 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 		if err := clone.Remove(ctx, staging); err != nil {
 			return err
 		}
-		method, err = clone.Tree(ctx, base.Dir(c), staging)
+		used, err := clone.Tree(ctx, base.Dir(c), staging)
+		method = used
 		return err
 	}}}
 	for _, s := range m.Sources {

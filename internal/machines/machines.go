@@ -33,13 +33,14 @@ func Do(action, name string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if _, err := image.Load(images.FS, name); err != nil {
+	fsys := images.Active()
+	m, err := image.Load(fsys, name)
+	if err != nil {
 		return err
 	}
 	switch action {
 	case "install":
-		m, _ := image.Load(images.FS, name)
-		return image.Install(ctx, c, images.FS, name, image.Options{Sources: image.SourceOverrides(m), DryRun: os.Getenv("PLAN") == "1", Out: os.Stdout})
+		return image.Install(ctx, c, fsys, name, image.Options{Sources: image.SourceOverrides(m), DryRun: os.Getenv("PLAN") == "1", Out: os.Stdout})
 	case "clean":
 		return Clean(ctx, c, name)
 	case "purge":
@@ -70,7 +71,7 @@ func All(action string) error {
 	if err != nil {
 		return err
 	}
-	names, err := image.Names(images.FS)
+	names, err := image.Names(images.Active())
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func Clean(ctx context.Context, c *config.Config, name string) error {
 
 // Purge deletes the machine's data directories, only when confirm names the image.
 func Purge(ctx context.Context, c *config.Config, name, confirm string) error {
-	m, err := image.Load(images.FS, name)
+	m, err := image.Load(images.Active(), name)
 	if err != nil {
 		return err
 	}
@@ -146,7 +147,7 @@ func Status(ctx context.Context, c *config.Config, names []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MACHINE\tSTATE\tENABLED\tHEALTH\tADDRESS\tBUILT")
 	for _, n := range names {
-		m, err := image.Load(images.FS, n)
+		m, err := image.Load(images.Active(), n)
 		if err != nil {
 			return err
 		}
@@ -183,4 +184,39 @@ func BaseAndAll(ctx context.Context) error {
 		return err
 	}
 	return All("install")
+}
+
+// HealthTimeout bounds how long WaitHealthy waits.
+var HealthTimeout = 3 * time.Minute
+
+// WaitHealthy waits until the machine passes its image's health check (its port answers, its first-run file
+// exists), at most HealthTimeout; the error names the machine and what it waited for.
+func WaitHealthy(ctx context.Context, c *config.Config, name string) error {
+	m, err := image.Load(images.Active(), name)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(HealthTimeout)
+	if m.HealthTCP != "" {
+		if err := machine.WaitTCP(ctx, m.HealthTCP, HealthTimeout); err != nil {
+			return fmt.Errorf("machine %s is not healthy: %w", name, err)
+		}
+	}
+	if m.HealthFile != "" {
+		p := filepath.Join(c.Paths.Srv, m.HealthFile)
+		for {
+			if _, err := os.Stat(p); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("machine %s is not healthy: %s did not appear within %s", name, p, HealthTimeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }

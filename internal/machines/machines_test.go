@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"berth/images"
+	"berth/internal/fsx"
 	"berth/internal/image"
 	"berth/internal/run"
 	"berth/internal/testhost"
@@ -39,7 +40,7 @@ func TestMachinesOnSystemd(t *testing.T) {
 		start := time.Now()
 		argv := append([]string{"env", "BERTH_SOURCE_COOKIECUTTER=/fixtures/cookiecutter", "BERTH_SOURCE_NPUB2HEX=/fixtures/npub2hex",
 			"BERTH_SOURCE_STRFRY=/fixtures/strfry", "BERTH_SOURCE_SPAMBLASTER=/fixtures/spamblaster",
-			"BERTH_SOURCE_INTERCEPTOR=/fixtures/interceptor", "BERTH_SOURCE_RELAYCREATOR=/fixtures/relaycreator",
+			"BERTH_SOURCE_INTERCEPTOR=/fixtures/interceptor", "BERTH_SOURCE_RELAYCREATOR=/fixtures/relaycreator", "SELF_SIGNED=relay.test",
 			"/usr/local/sbin/berth"}, args...)
 		out, err := h.Run(ctx, argv...)
 		if err != nil {
@@ -109,13 +110,22 @@ func TestMachinesOnSystemd(t *testing.T) {
 	// Clean keeps the data; a new install over it does not run the first run again.
 	marker, _ := os.Stat(hostFile("srv/mysql/.berth-firstrun-done"))
 	berth("mysql:clean")
-	if _, err := os.Stat(hostFile("var/lib/machines/mysql")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(machines, "mysql")); !os.IsNotExist(err) {
 		t.Fatalf("clean left the rootfs: %v", err)
 	}
 	if _, err := os.Stat(hostFile("srv/mysql/mysql")); err != nil {
 		t.Fatalf("clean removed the data: %v", err)
 	}
+	berth("mysql:install") // after clean: a new root password
+	fresh, err := fsx.TreeSum(filepath.Join(machines, "mysql"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	berth("mysql:install")
+	if again, _ := fsx.TreeSum(filepath.Join(machines, "mysql")); again != fresh {
+		t.Fatalf("the same image installed twice differs: %s then %s", fresh, again)
+	}
+	t.Logf("mysql installed twice in a row: identical trees %s", fresh)
 	berth("mysql:start")
 	time.Sleep(3 * time.Second)
 	if again := waitFile("srv/mysql/.creator-mysql-uri.txt"); again != url {
@@ -126,6 +136,29 @@ func TestMachinesOnSystemd(t *testing.T) {
 	}
 	query(url)
 	t.Logf("mysql reinstalled over kept data: old DATABASE_URL still works")
+	// A broken provision script fails the install with its line and output; the machine stays as it was.
+	if _, err := (run.Cmd{Argv: []string{"cp", "-r", testutil.RepoRoot(t) + "/images", hostFile("root/images")}}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(hostFile("root/images/mysql/provision.sh"), []byte("echo preparing\nfalse\necho never\n"), 0o644)
+	before, _ := fsx.TreeSum(filepath.Join(machines, "mysql"))
+	out, err := h.Run(ctx, "env", "BERTH_IMAGES=/root/images", "/usr/local/sbin/berth", "mysql:install")
+	if err == nil || !strings.Contains(out, "provision.sh:2: 'false' failed with exit status 1") || !strings.Contains(out, "preparing") {
+		t.Fatalf("broken provision: want its line and output, got %v\n%s", err, out)
+	}
+	if after, _ := fsx.TreeSum(filepath.Join(machines, "mysql")); after != before {
+		t.Fatal("a failed install changed the machine")
+	}
+	berth("mysql:stop")
+	berth("mysql:start")
+	query(url)
+	t.Logf("broken provision refused (%s); the previous machine still starts and answers", strings.TrimSpace(out[strings.LastIndex(out, "Error:"):]))
+	// Installing over a running machine: it keeps running until the swap, then restarts on the new tree.
+	berth("mysql:install")
+	if out, _ := h.Run(ctx, "systemctl", "is-active", "systemd-nspawn@mysql"); strings.TrimSpace(out) != "active" {
+		t.Fatalf("after an install over the running machine: %q", out)
+	}
+	query(url)
 
 	// haproxy: install with local source fixtures, start, TLS answer with a complete error response.
 	berth("haproxy:install")
@@ -135,7 +168,6 @@ func TestMachinesOnSystemd(t *testing.T) {
 	}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	var resp *http.Response
-	var err error
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
 		if resp, err = client.Get("https://127.0.0.1:443/"); err == nil || time.Now().After(deadline) {
 			break
@@ -235,6 +267,7 @@ func TestMachinesOnSystemd(t *testing.T) {
 	} else {
 		t.Logf("berth status:\n%s", out)
 	}
+	relayConfiguration(t, h, berth, hostFile)
 }
 
 // TestPlanNamesRealSources: a dry run prints every step, with the pinned git sources, and changes nothing.

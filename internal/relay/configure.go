@@ -1,0 +1,239 @@
+package relay
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"berth/internal/config"
+	"berth/internal/fsx"
+	"berth/internal/image"
+	"berth/internal/lock"
+	"berth/internal/machine"
+	"berth/internal/machines"
+	"berth/internal/run"
+	"berth/internal/tlsx"
+)
+
+// Report says what configure or a rotation changed.
+type Report struct {
+	Changed   []string // files written
+	Restarted []string // machine/unit restarted because a file it reads changed
+}
+
+func (r Report) String() string {
+	if len(r.Changed) == 0 && len(r.Restarted) == 0 {
+		return "nothing changed"
+	}
+	return fmt.Sprintf("wrote %s; restarted %s", orNone(r.Changed), orNone(r.Restarted))
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "nothing"
+	}
+	return strings.Join(s, ", ")
+}
+
+// BundleFile is the certificate bundle HAProxy serves.
+func BundleFile(c *config.Config) string {
+	return filepath.Join(c.Paths.Srv, "haproxy", "certs", "bundle.pem")
+}
+
+func check(c *config.Config) error {
+	if c.Relay.Domain == "" {
+		return errors.New("relay: [Relay] Domain is empty: set it (or MYDOMAIN, or SELF_SIGNED=<domain>)")
+	}
+	if !c.Relay.SelfSigned {
+		return fmt.Errorf("relay: certificates from an ACME directory (%s) are not implemented yet: set [Relay] SelfSigned (SELF_SIGNED=yes)", c.Relay.ACMEDirectory)
+	}
+	for _, n := range append([]string{"mysql"}, c.Relay.Machines...) {
+		if _, err := image.ReadStamp(image.MachineDir(c, n)); err != nil {
+			return fmt.Errorf("relay: machine %s is not installed (%s:install)", n, n)
+		}
+	}
+	return nil
+}
+
+// Configure starts the relay machines in [Relay] Machines order, each waited on through its health check,
+// and writes what they read: the env files (secrets made once and kept) and the TLS bundle. Running it again
+// changes nothing unless an input changed; the services reading a changed file are restarted.
+func Configure(ctx context.Context, c *config.Config) (Report, error) {
+	var rep Report
+	if err := check(c); err != nil {
+		return rep, err
+	}
+	l, err := lock.Acquire(ctx, filepath.Join(c.Paths.State, "locks", "relay.lock"), "relay configure", 30*time.Minute)
+	if err != nil {
+		return rep, err
+	}
+	defer l.Release()
+	// mysql comes first whatever the order: every env file needs its DATABASE_URL. Nothing is written
+	// before it is healthy.
+	if err := startHealthy(ctx, c, "mysql"); err != nil {
+		return rep, err
+	}
+	secrets, _, err := LoadSecrets(SecretsFile(c))
+	if err != nil {
+		return rep, err
+	}
+	if rep, err = writeFiles(ctx, c, secrets); err != nil {
+		return rep, err
+	}
+	for _, name := range c.Relay.Machines {
+		if err := startHealthy(ctx, c, name); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func startHealthy(ctx context.Context, c *config.Config, name string) error {
+	if err := machine.Start(ctx, name); err != nil {
+		return fmt.Errorf("relay: start %s: %w", name, err)
+	}
+	if err := machines.WaitHealthy(ctx, c, name); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	return nil
+}
+
+// writeFiles writes the env files and the certificate, restarting the running readers of changed ones.
+func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error) {
+	var rep Report
+	url, err := databaseURL(c)
+	if err != nil {
+		return rep, err
+	}
+	files, err := EnvFiles(c, c.Relay.Domain, url, s)
+	if err != nil {
+		return rep, err
+	}
+	changed, readers, err := WriteChanged(files)
+	rep.Changed = changed
+	if err != nil {
+		return rep, err
+	}
+	renewed, err := renewSelfSigned(c, false)
+	if err != nil {
+		return rep, err
+	}
+	if renewed {
+		rep.Changed = append(rep.Changed, BundleFile(c))
+		readers = append(readers, Reader{"haproxy", "haproxy.service"})
+	}
+	for _, r := range readers {
+		if !machine.Running(ctx, r.Machine) {
+			continue
+		}
+		verb := "try-restart"
+		if r.Unit == "haproxy.service" {
+			verb = "reload-or-restart" // HAProxy reloads without dropping connections
+		}
+		if _, err := run.Command(ctx, "systemctl", "-M", r.Machine, verb, r.Unit); err != nil {
+			return rep, err
+		}
+		rep.Restarted = append(rep.Restarted, r.Machine+"/"+r.Unit)
+	}
+	return rep, nil
+}
+
+func databaseURL(c *config.Config) (string, error) {
+	p := filepath.Join(c.Paths.Srv, "mysql", ".creator-mysql-uri.txt")
+	env, err := readEnv(p)
+	if err != nil || env["DATABASE_URL"] == "" {
+		return "", fmt.Errorf("relay: no DATABASE_URL in %s (has mysql finished its first run?)", p)
+	}
+	return env["DATABASE_URL"], nil
+}
+
+// renewSelfSigned replaces the bundle when it is missing, is for another domain, has fewer than 30 days
+// left, or force is set.
+func renewSelfSigned(c *config.Config, force bool) (bool, error) {
+	p := BundleFile(c)
+	if !force {
+		if cert, err := readCert(p); err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
+			time.Until(cert.NotAfter) > 30*24*time.Hour {
+			return false, nil
+		}
+	}
+	bundle, err := tlsx.SelfSigned(c.Relay.Domain, 90*24*time.Hour)
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return false, err
+	}
+	slog.Info("new self-signed certificate", "domain", c.Relay.Domain, "file", p)
+	return true, fsx.WriteFile(p, bundle, 0o600)
+}
+
+func readCert(p string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return nil, errors.New("no certificate in " + p)
+		}
+		if block.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(block.Bytes)
+		}
+	}
+}
+
+// RotateKeys replaces the Nostr deploy key and the NEXTAUTH secret, rewrites the files that carry them and
+// restarts exactly the services that read them.
+func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
+	if err := check(c); err != nil {
+		return Report{}, err
+	}
+	l, err := lock.Acquire(ctx, filepath.Join(c.Paths.State, "locks", "relay.lock"), "relay key rotation", 30*time.Minute)
+	if err != nil {
+		return Report{}, err
+	}
+	defer l.Release()
+	s, _, err := LoadSecrets(SecretsFile(c))
+	if err != nil {
+		return Report{}, err
+	}
+	k, err := NewKeypair()
+	if err != nil {
+		return Report{}, err
+	}
+	s.NostrPrivateHex, s.NextAuthSecret = k.PrivateHex, randomToken(32)
+	if err := fsx.WriteFile(SecretsFile(c), []byte(s.env()), 0o600); err != nil {
+		return Report{}, err
+	}
+	return writeFiles(ctx, c, s)
+}
+
+// Renew replaces the self-signed certificate when fewer than 30 days remain (or when force is set) and
+// reloads HAProxy, which keeps its connections.
+func Renew(ctx context.Context, c *config.Config, force bool) (Report, error) {
+	if err := check(c); err != nil {
+		return Report{}, err
+	}
+	renewed, err := renewSelfSigned(c, force)
+	if err != nil || !renewed {
+		return Report{}, err
+	}
+	rep := Report{Changed: []string{BundleFile(c)}}
+	if machine.Running(ctx, "haproxy") {
+		if _, err := run.Command(ctx, "systemctl", "-M", "haproxy", "reload-or-restart", "haproxy.service"); err != nil {
+			return rep, err
+		}
+		rep.Restarted = append(rep.Restarted, "haproxy/haproxy.service (reload)")
+	}
+	return rep, nil
+}
