@@ -214,7 +214,7 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	step = job.Step("root password and swap into " + dir)
 	err = SetRootPassword(ctx, staging, PasswordFile(c))
 	if err == nil {
-		err = writeStamp(staging, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion})
+		err = fsx.WriteJSONIn(staging, stampPath, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion})
 	}
 	if err == nil {
 		_, err = fsx.Swap(staging, dir)
@@ -253,22 +253,6 @@ func installShellEnv(dir string) error {
 		return err
 	}
 	return f.Close()
-}
-
-func writeStamp(dir string, st Stamp) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := root.MkdirAll(filepath.Dir(stampPath), 0o755); err != nil {
-		return err
-	}
-	return root.WriteFile(stampPath, append(b, '\n'), 0o644)
 }
 
 // Password returns the root password kept in file, creating a random one (mode 0600, in a 0700 directory)

@@ -2,6 +2,7 @@
 package fsx
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -71,4 +72,22 @@ func Swap(staging, dst string) (replaced bool, err error) {
 		return false, err
 	}
 	return false, SyncDir(filepath.Dir(dst))
+}
+
+// WriteJSONIn writes v as indented JSON to rel inside the tree dir, through os.Root so that a symlink in the
+// tree cannot redirect the write, creating rel's directory when needed.
+func WriteJSONIn(dir, rel string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.MkdirAll(filepath.Dir(rel), 0o755); err != nil {
+		return err
+	}
+	return root.WriteFile(rel, append(b, '\n'), 0o644)
 }

@@ -128,7 +128,7 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 	steps = append(steps, step{"root password (" + PasswordFile(c, name) + ") and " + NSpawnFile(c, name), func(ctx context.Context, _ io.Writer) error {
 		err := base.SetRootPassword(ctx, staging, PasswordFile(c, name))
 		if err == nil {
-			err = writeStamp(staging, Stamp{Image: name, BaseKey: baseStamp.Key, Manifest: manifestSum(fsys, name)})
+			err = fsx.WriteJSONIn(staging, "etc/berth/image.json", Stamp{Image: name, BaseKey: baseStamp.Key, Manifest: manifestSum(fsys, name)})
 		}
 		if err == nil {
 			err = os.MkdirAll(c.Paths.NSpawn, 0o755)
@@ -183,19 +183,6 @@ func manifestSum(fsys fs.FS, name string) string {
 		return nil
 	})
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-func writeStamp(dir string, st Stamp) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := root.MkdirAll("etc/berth", 0o755); err != nil {
-		return err
-	}
-	return root.WriteFile("etc/berth/image.json", append(b, '\n'), 0o644)
 }
 
 // placeFiles writes the manifest's files into the rootfs (through os.Root), creates the data directories

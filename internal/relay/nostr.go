@@ -80,19 +80,7 @@ func hrpExpand(hrp string) []byte {
 
 // bech32Encode encodes data (8-bit bytes) as bech32 (BIP-173) with the human-readable part hrp, as NIP-19 does.
 func bech32Encode(hrp string, data []byte) (string, error) {
-	var five []byte
-	acc, bits := 0, 0
-	for _, b := range data {
-		acc = acc<<8 | int(b)
-		bits += 8
-		for bits >= 5 {
-			bits -= 5
-			five = append(five, byte(acc>>bits&31))
-		}
-	}
-	if bits > 0 {
-		five = append(five, byte(acc<<(5-bits)&31))
-	}
+	five := convertBits(data, 8, 5, true)
 	values := append(hrpExpand(hrp), five...)
 	mod := bech32Polymod(append(values, 0, 0, 0, 0, 0, 0)) ^ 1
 	var sb strings.Builder
@@ -124,16 +112,24 @@ func bech32Decode(s, hrp string) ([]byte, error) {
 	if bech32Polymod(append(hrpExpand(hrp), five...)) != 1 {
 		return nil, errors.New("bad bech32 checksum")
 	}
-	five = five[:len(five)-6]
+	return convertBits(five[:len(five)-6], 5, 8, false), nil
+}
+
+// convertBits regroups bits from from-bit to to-bit groups (8→5 to encode, 5→8 to decode), padding the
+// last group with zeros when pad is set.
+func convertBits(data []byte, from, to uint, pad bool) []byte {
 	var out []byte
-	acc, bits := 0, 0
-	for _, v := range five {
-		acc = acc<<5 | int(v)
-		bits += 5
-		if bits >= 8 {
-			bits -= 8
-			out = append(out, byte(acc>>bits))
+	acc, bits := 0, uint(0)
+	for _, b := range data {
+		acc = acc<<from | int(b)
+		bits += from
+		for bits >= to {
+			bits -= to
+			out = append(out, byte(acc>>bits&(1<<to-1)))
 		}
 	}
-	return out, nil
+	if pad && bits > 0 {
+		out = append(out, byte(acc<<(to-bits)&(1<<to-1)))
+	}
+	return out
 }
