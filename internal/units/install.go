@@ -106,8 +106,8 @@ func connect(ctx context.Context) (*sd.Conn, error) {
 // (atomically, only those that changed), removes the ones berth installed before and does not generate
 // any more, records them in the manifest, then through systemd's D-Bus API reloads, enables every unit
 // with an [Install] section and starts berth-demo.service and the timers. Nothing is restarted: the reload
-// re-arms a running timer on its new schedule (a persistent one, the upgrade, runs at once if its new time
-// already passed since its last run), and restarting berth-demo.service would interrupt the demo.
+// re-arms a running timer on its new schedule (a persistent one, the upgrade, may then run at once when its
+// new time has passed since its last run), and restarting berth-demo.service would interrupt the demo.
 // berth-machines.target is enabled, not started: the machines come up at the next boot, or now with
 // relay:configure. Without a running systemd the files are written and Report.Skipped says in one line
 // what was not enabled and why.
@@ -122,11 +122,6 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 		return rep, err
 	}
 	defer l.Release()
-	if rep.Binary, err = InstallBinary(ctx, c.Paths.Binary, opts.Source); err != nil {
-		return rep, err
-	}
-	rep.Notes = envNotes(os.Environ(), c.File)
-
 	conn, connErr := connect(ctx)
 	if conn != nil {
 		defer conn.Close()
@@ -136,6 +131,10 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 	} else if !errors.Is(connErr, ErrNoSystemd) {
 		return rep, fmt.Errorf("units: connect to systemd: %w", connErr)
 	}
+	if rep.Binary, err = InstallBinary(ctx, c.Paths.Binary, opts.Source); err != nil {
+		return rep, err
+	}
+	rep.Notes = envNotes(os.Environ(), c.File)
 
 	old, err := ReadManifest(ManifestPath(c))
 	if err != nil {

@@ -19,7 +19,9 @@
 //
 //   - The demo's timers are WantedBy= and PartOf= berth-demo.service: starting the demo arms its rotation
 //     and nightly upgrade, `systemctl stop berth-demo` stops them (the original commented its cron line
-//     out with sed, and left it that way when the repair died half-way).
+//     out with sed, and left it that way when the repair died half-way). systemd 252 computes a restarted
+//     calendar timer's next elapse from its first activation, so starting the demo again later runs one
+//     switch at once (seen in the test host); it waits for demo:start (After=) and is an ordinary switch.
 //   - The demo's jobs are skipped (ConditionPathExists=, not a failure) while neither LXC container
 //     [Paths] LXC/<name>/config exists: units can be installed before demo:build, and on a host that runs
 //     only the relay. One container missing is not a skip: the switch fails and the repair rebuilds it.
