@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,8 +228,8 @@ func Start(ctx context.Context, opts Options) (_ *Host, err error) {
 	return h, nil
 }
 
-// prepare gives the fresh rootfs its host name and a machine id of its own (the tarball carries the one
-// debootstrap made, the same for every host and every nested copy).
+// prepare gives the fresh rootfs its host name, a machine id of its own (the tarball carries the one
+// debootstrap made, the same for every host and every nested copy) and an /etc/hosts.
 func (h *Host) prepare() error {
 	r, err := os.OpenRoot(h.Dir)
 	if err != nil {
@@ -243,7 +244,15 @@ func (h *Host) prepare() error {
 		return err
 	}
 	if fi, err := r.Lstat("var/lib/dbus/machine-id"); err == nil && fi.Mode().IsRegular() {
-		return writeReplace(r, "var/lib/dbus/machine-id", id, 0o444)
+		if err := writeReplace(r, "var/lib/dbus/machine-id", id, 0o444); err != nil {
+			return err
+		}
+	}
+	// debootstrap writes no /etc/hosts; a Debian host has one (the installer's), and without it "localhost"
+	// goes to whatever DNS server the machine has, which may not know it.
+	if _, err := r.Lstat("etc/hosts"); errors.Is(err, fs.ErrNotExist) {
+		hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n", h.Name)
+		return writeReplace(r, "etc/hosts", []byte(hosts), 0o644)
 	}
 	return nil
 }
