@@ -11,7 +11,7 @@ import (
 
 // FS holds every image folder.
 //
-//go:embed all:mysql all:haproxy all:strfry all:relaycreator
+//go:embed all:mysql all:haproxy all:strfry all:relaycreator all:demo-web all:yunohost
 var FS embed.FS
 
 // Active returns the image folders berth uses: those in the directory $BERTH_IMAGES when it is set (an

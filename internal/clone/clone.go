@@ -414,3 +414,26 @@ func checkNoMounts(path string) error {
 	}
 	return nil
 }
+
+// Subvolume clones src to dst (which must not exist) as a btrfs subvolume, so that later clones of dst are O(1)
+// snapshots: a snapshot when src is itself a subvolume on the same file system, else a new subvolume filled with a
+// reflink copy of src. On error nothing is left at dst.
+func Subvolume(ctx context.Context, src, dst string) (err error) {
+	if m, err := Pick(src, filepath.Dir(dst)); err != nil {
+		return err
+	} else if m == Snapshot {
+		return TreeWith(ctx, src, dst, Snapshot)
+	}
+	if err := NewDir(ctx, dst); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			Remove(context.WithoutCancel(ctx), dst)
+		}
+	}()
+	if err := copyTree(ctx, src, dst, "auto"); err != nil {
+		return err
+	}
+	return syncFS(dst)
+}

@@ -107,36 +107,12 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 	dst := MachineDir(c, name)
 	staging := filepath.Join(c.Paths.Machines, "."+name+".staging")
 	var method clone.Method
-	steps := []step{{"clone the base " + base.Dir(c) + " into " + staging, func(ctx context.Context, _ io.Writer) error {
-		if err := clone.Remove(ctx, staging); err != nil {
+	steps := buildSteps(c, fsys, m, staging, opts, baseStamp.Key, &method)
+	steps = append(steps, step{"machine settings " + NSpawnFile(c, name), func(ctx context.Context, _ io.Writer) error {
+		if err := os.MkdirAll(c.Paths.NSpawn, 0o755); err != nil {
 			return err
 		}
-		used, err := clone.Tree(ctx, base.Dir(c), staging)
-		method = used
-		return err
-	}}}
-	for _, s := range m.Sources {
-		steps = append(steps, sourceStep(c, staging, s, opts.Sources[s.Name]))
-	}
-	steps = append(steps, step{"files, data directories and skeleton under " + c.Paths.Srv, func(context.Context, io.Writer) error {
-		return m.placeFiles(c, fsys, staging)
-	}})
-	steps = append(steps, step{fmt.Sprintf("provision inside: apt-get install %s; %s; systemctl enable %s",
-		strings.Join(m.Packages, " "), m.Provision, strings.Join(m.Enable, " ")), func(ctx context.Context, out io.Writer) error {
-		return m.provision(ctx, fsys, staging, out)
-	}})
-	steps = append(steps, step{"root password (" + PasswordFile(c, name) + ") and " + NSpawnFile(c, name), func(ctx context.Context, _ io.Writer) error {
-		err := base.SetRootPassword(ctx, staging, PasswordFile(c, name))
-		if err == nil {
-			err = fsx.WriteJSONIn(staging, "etc/berth/image.json", Stamp{Image: name, BaseKey: baseStamp.Key, Manifest: manifestSum(fsys, name)})
-		}
-		if err == nil {
-			err = os.MkdirAll(c.Paths.NSpawn, 0o755)
-		}
-		if err == nil {
-			err = fsx.WriteFile(NSpawnFile(c, name), []byte(m.NSpawnFile(c.Paths.Srv)), 0o644)
-		}
-		return err
+		return fsx.WriteFile(NSpawnFile(c, name), []byte(m.NSpawnFile(c.Paths.Srv)), 0o644)
 	}})
 	steps = append(steps, step{"swap " + staging + " into " + dst + " (restart the machine if it runs)", func(ctx context.Context, _ io.Writer) error {
 		if _, err := fsx.Swap(staging, dst); err != nil {
@@ -170,6 +146,65 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 		}
 	}
 	slog.Info("machine installed", "machine", name, "dir", dst, "clone", method, "password", PasswordFile(c, name))
+	return nil
+}
+
+// buildSteps are the steps every image takes into dir: a clone of the base, the sources, the files,
+// the provision script, the root password and the stamp.
+func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Options, baseKey string, method *clone.Method) []step {
+	steps := []step{{"clone the base " + base.Dir(c) + " into " + dir, func(ctx context.Context, _ io.Writer) error {
+		if err := clone.Remove(ctx, dir); err != nil {
+			return err
+		}
+		used, err := clone.Tree(ctx, base.Dir(c), dir)
+		*method = used
+		return err
+	}}}
+	for _, s := range m.Sources {
+		steps = append(steps, sourceStep(c, dir, s, opts.Sources[s.Name]))
+	}
+	steps = append(steps, step{"files, data directories and skeleton under " + c.Paths.Srv, func(context.Context, io.Writer) error {
+		return m.placeFiles(c, fsys, dir)
+	}})
+	steps = append(steps, step{fmt.Sprintf("provision inside: apt-get install %s; %s; systemctl enable %s",
+		strings.Join(m.Packages, " "), m.Provision, strings.Join(m.Enable, " ")), func(ctx context.Context, out io.Writer) error {
+		return m.provision(ctx, fsys, dir, out)
+	}})
+	return append(steps, step{"root password (" + PasswordFile(c, m.Name) + ")", func(ctx context.Context, _ io.Writer) error {
+		if err := base.SetRootPassword(ctx, dir, PasswordFile(c, m.Name)); err != nil {
+			return err
+		}
+		return fsx.WriteJSONIn(dir, "etc/berth/image.json", Stamp{Image: m.Name, BaseKey: baseKey, Manifest: manifestSum(fsys, m.Name)})
+	}})
+}
+
+// BuildTree builds image name from the base into dir (replaced if present), with the same steps as
+// Install but no machine around it: the demo makes its pristine container state this way. A failure
+// removes dir.
+func BuildTree(ctx context.Context, c *config.Config, fsys fs.FS, name, dir string, opts Options) (err error) {
+	m, err := Load(fsys, name)
+	if err != nil {
+		return err
+	}
+	baseStamp, err := base.ReadStamp(base.Dir(c))
+	if err != nil {
+		return fmt.Errorf("no base rootfs at %s: run base:build first", base.Dir(c))
+	}
+	defer func() {
+		if err != nil {
+			clone.Remove(context.Background(), dir)
+		}
+	}()
+	var method clone.Method
+	steps := buildSteps(c, fsys, m, dir, opts, baseStamp.Key, &method)
+	job := progress.New(name+":build", len(steps))
+	for _, s := range steps {
+		st := job.Step(s.title)
+		if err := st.Done(s.do(ctx, st)); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	slog.Info("image built", "image", name, "dir", dir, "clone", method)
 	return nil
 }
 
@@ -417,4 +452,12 @@ func placeSource(ctx context.Context, dir string, s Source, from string) error {
 		return err
 	}
 	return copyInto(root, dest, os.DirFS(from), false)
+}
+
+// Fresh tells whether the tree at dir was built from image name as it is now: the current base and the
+// current manifest folder.
+func Fresh(c *config.Config, fsys fs.FS, name, dir string) bool {
+	st, err := ReadStamp(dir)
+	b, berr := base.ReadStamp(base.Dir(c))
+	return err == nil && berr == nil && st.Image == name && st.BaseKey == b.Key && st.Manifest == manifestSum(fsys, name)
 }

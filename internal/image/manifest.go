@@ -22,6 +22,7 @@ import (
 type Manifest struct {
 	Name        string
 	Description string
+	Kind        string // "machine" (systemd-nspawn, the default) or "container" (an LXC demo container)
 	Packages    []string
 	Provision   string   // script in the image folder, run inside with bash -euo pipefail
 	Enable      []string // units enabled inside
@@ -62,7 +63,7 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: image.conf: %w", name, err)
 	}
-	m := &Manifest{Name: name}
+	m := &Manifest{Name: name, Kind: "machine"}
 	for _, s := range sections {
 		bad := func(e *unit.UnitEntry, why string) error {
 			return fmt.Errorf("image %s: image.conf [%s] %s=%s: %s", name, s.Section, e.Name, e.Value, why)
@@ -79,6 +80,11 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 			switch s.Section + "." + e.Name {
 			case "Image.Description":
 				m.Description = v
+			case "Image.Kind":
+				if v != "machine" && v != "container" {
+					return nil, bad(e, "expected machine or container")
+				}
+				m.Kind = v
 			case "Image.Packages":
 				m.Packages = append(m.Packages, strings.Fields(v)...)
 			case "Image.Provision":
@@ -143,6 +149,22 @@ func (m *Manifest) NSpawnFile(srv string) string {
 	sb.WriteString("# Written by berth from images/" + m.Name + "/image.conf; berth rewrites it on install.\n")
 	io.Copy(&sb, unit.SerializeSections(sections))
 	return sb.String()
+}
+
+// NamesOfKind lists the image folders in fsys whose manifest has [Image] Kind = kind.
+func NamesOfKind(fsys fs.FS, kind string) ([]string, error) {
+	names, err := Names(fsys)
+	var out []string
+	for _, n := range names {
+		m, err := Load(fsys, n)
+		if err != nil {
+			return nil, err
+		}
+		if m.Kind == kind {
+			out = append(out, n)
+		}
+	}
+	return out, err
 }
 
 // Names lists the image folders in fsys.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +45,9 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if wait == 20*time.Millisecond {
+			slog.Info("waiting for lock", "lock", path, "held by", Holder(path), "up to", timeout)
 		}
 		if time.Now().After(deadline) {
 			f.Close()

@@ -71,7 +71,7 @@ func All(action string) error {
 	if err != nil {
 		return err
 	}
-	names, err := image.Names(images.Active())
+	names, err := image.NamesOfKind(images.Active(), "machine")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,13 @@
+# The page names the container it is served from (its host name, set by LXC), so a visitor and a test see
+# which one answers; /visits is where a visitor's writes land (and are gone after the next reset).
+cat > /etc/nginx/sites-available/default <<'CONF'
+server {
+	listen 80 default_server;
+	root /var/www/html;
+	location = / { default_type text/plain; return 200 "berth demo $hostname\n"; }
+	location /health { default_type text/plain; return 200 "ok\n"; }
+}
+CONF
+rm -f /var/www/html/index.nginx-debian.html
+# The host name is the container's own (LXC's lxc.uts.name): both containers share one pristine tree.
+rm -f /etc/hostname
