@@ -1,0 +1,367 @@
+package demo
+
+import (
+	"berth/internal/testutil"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// writeHook writes a /bin/sh script at dir/name (creating its directory) with the given mode.
+func writeHook(t *testing.T, dir, name, body string, mode os.FileMode) {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
+
+// newHooks returns Hooks over a fresh tmp/upgrade.d, logging to tmp/log, with ORDER naming a shared file.
+func newHooks(t *testing.T) (Hooks, string) {
+	t.Helper()
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "upgrade.d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	order := filepath.Join(tmp, "order")
+	return Hooks{Dir: dir, LogDir: filepath.Join(tmp, "log"), Timeout: 20 * time.Second,
+		Env: map[string]string{"ORDER": order}}, order
+}
+
+func hookReadFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func hookNames(results []HookResult) []string {
+	var n []string
+	for _, r := range results {
+		n = append(n, r.Name)
+	}
+	return n
+}
+
+func TestHooksOrderAndIgnoredNames(t *testing.T) {
+	h, order := newHooks(t)
+	for _, name := range []string{"20-b", "10-a", "always/50-y", "always/40-x", "Constant_upgrade/10-z",
+		".hidden", "_off", "README", "exemple", "30-c~", "40-d.swp", "sub/10-deep", "always/.x", "always/README.md"} {
+		writeHook(t, h.Dir, name, `echo `+name+` >>"$ORDER"`, 0o755)
+	}
+	writeHook(t, h.Dir, "README.md", "not a hook", 0o644)
+	want := []string{"10-a", "20-b", "always/40-x", "always/50-y", "Constant_upgrade/10-z"}
+	if p, err := h.Pending(); err != nil || !reflect.DeepEqual(p, want[:2]) {
+		t.Fatalf("Pending = %v, %v", p, err)
+	}
+	if a, err := h.AlwaysHooks(); err != nil || !reflect.DeepEqual(a, want[2:]) {
+		t.Fatalf("AlwaysHooks = %v, %v", a, err)
+	}
+	if err := h.Check(); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	results := h.Run(context.Background(), "demo1", nil)
+	if got := hookNames(results); !reflect.DeepEqual(got, want) {
+		t.Fatalf("ran %v, want %v", got, want)
+	}
+	if got := strings.Fields(hookReadFile(t, order)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("order file %v, want %v", got, want)
+	}
+	for i, r := range results {
+		if r.Err != nil || r.Always != (i >= 2) || r.Log != filepath.Join(h.LogDir, r.Name+".log") {
+			t.Errorf("result %+v", r)
+		}
+	}
+
+	// Nothing moved by Run; the always hooks stay on a second run, minus skipped names.
+	if err := os.Remove(order); err != nil {
+		t.Fatal(err)
+	}
+	results = h.Run(context.Background(), "demo1", map[string]bool{"20-b": true, "always/40-x": true})
+	want = []string{"10-a", "always/50-y", "Constant_upgrade/10-z"}
+	if got := hookNames(results); !reflect.DeepEqual(got, want) {
+		t.Fatalf("second run %v, want %v", got, want)
+	}
+	if got := strings.Fields(hookReadFile(t, order)); !reflect.DeepEqual(got, want) {
+		t.Fatalf("second order file %v, want %v", got, want)
+	}
+}
+
+func TestHooksArgumentsEnvStdinCwd(t *testing.T) {
+	h, _ := newHooks(t)
+	out := filepath.Join(t.TempDir(), "out")
+	h.Env["DEMO_VAR"] = "hello world"
+	h.Env["OUT"] = out
+	writeHook(t, h.Dir, "10-args", `printf '%s|%s|%s|%s\n' "$#" "$1" "$DEMO_VAR" "$PATH" >"$OUT"
+pwd >"$OUT.pwd"
+readlink /proc/$$/fd/0 >"$OUT.fd0"
+cat >"$OUT.stdin"
+echo done`, 0o755)
+	done := make(chan []HookResult)
+	go func() { done <- h.Run(context.Background(), "demo2", nil) }()
+	var results []HookResult
+	select {
+	case results = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("a hook reading stdin did not end")
+	}
+	if len(results) != 1 || results[0].Err != nil {
+		t.Fatalf("results %+v", results)
+	}
+	if got, want := hookReadFile(t, out), "1|demo2|hello world|"+os.Getenv("PATH")+"\n"; got != want {
+		t.Errorf("args and env %q, want %q", got, want)
+	}
+	if got := strings.TrimSpace(hookReadFile(t, out+".pwd")); got != h.Dir {
+		t.Errorf("cwd %q, want %q", got, h.Dir)
+	}
+	if got := strings.TrimSpace(hookReadFile(t, out+".fd0")); got != "/dev/null" {
+		t.Errorf("stdin is %q", got)
+	}
+	if got := hookReadFile(t, out+".stdin"); got != "" {
+		t.Errorf("stdin gave %q", got)
+	}
+}
+
+func TestHooksFailureKeepsGoingAndLogs(t *testing.T) {
+	h, order := newHooks(t)
+	writeHook(t, h.Dir, "10-fail", `echo 10-fail >>"$ORDER"; echo to-stdout; echo to-stderr >&2; exit 3`, 0o755)
+	writeHook(t, h.Dir, "20-ok", `echo 20-ok >>"$ORDER"; echo ok-output`, 0o755)
+	writeHook(t, h.Dir, "always/50-y", `echo always/50-y >>"$ORDER"; exit 1`, 0o755)
+	results := h.Run(context.Background(), "demo1", nil)
+	if got, want := strings.Fields(hookReadFile(t, order)), []string{"10-fail", "20-ok", "always/50-y"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ran %v, want %v", got, want)
+	}
+	if len(results) != 3 {
+		t.Fatalf("results %+v", results)
+	}
+	fail := results[0]
+	if fail.Err == nil {
+		t.Fatal("failing hook reported no error")
+	}
+	msg := fail.Err.Error()
+	for _, want := range []string{"10-fail", "exit status 3", fail.Log} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not mention %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n") {
+		t.Errorf("error %q is not one line", msg)
+	}
+	if results[1].Err != nil || results[2].Err == nil || !strings.Contains(results[2].Err.Error(), "always/50-y") {
+		t.Errorf("results %+v", results)
+	}
+	log := hookReadFile(t, fail.Log)
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], "demo1") || !strings.Contains(lines[0], time.Now().Format("2006-01-02")) ||
+		!strings.Contains(lines[3], "exit status 3") || !strings.Contains(log, "to-stdout\n") || !strings.Contains(log, "to-stderr\n") {
+		t.Errorf("log of the failing hook:\n%s", log)
+	}
+	if log := hookReadFile(t, filepath.Join(h.LogDir, "20-ok.log")); !strings.Contains(log, "ok-output") || !strings.Contains(log, "exit 0") {
+		t.Errorf("log of the good hook:\n%s", log)
+	}
+	if st, err := os.Stat(filepath.Join(h.LogDir, "always", "50-y.log")); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("always hook log: %v %v", st, err)
+	}
+}
+
+// hookPidGone reports whether pid no longer runs (a zombie waiting for a reaper counts as gone).
+func hookPidGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	return len(fields) > 0 && (fields[0] == "Z" || fields[0] == "X")
+}
+
+func TestHooksTimeoutKillsProcessGroup(t *testing.T) {
+	h, _ := newHooks(t)
+	h.Timeout = 300 * time.Millisecond
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	h.Env["PIDFILE"] = pidFile
+	writeHook(t, h.Dir, "10-hang", `sleep 30 & echo $! >"$PIDFILE"; sleep 30`, 0o755)
+	writeHook(t, h.Dir, "20-next", `echo next`, 0o755)
+	start := time.Now()
+	results := h.Run(context.Background(), "demo1", nil)
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("Run took %v", time.Since(start))
+	}
+	if len(results) != 2 || results[0].Err == nil || !strings.Contains(results[0].Err.Error(), "timed out") ||
+		!strings.Contains(results[0].Err.Error(), "10-hang") || results[1].Err != nil {
+		t.Fatalf("results %+v", results)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(hookReadFile(t, pidFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !hookPidGone(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("background child %d of the timed-out hook still runs", pid)
+		}
+	}
+	if log := hookReadFile(t, results[0].Log); !strings.Contains(log, "timed out") {
+		t.Errorf("log:\n%s", log)
+	}
+}
+
+func TestHooksCancelStops(t *testing.T) {
+	h, _ := newHooks(t)
+	writeHook(t, h.Dir, "10-hang", `sleep 30`, 0o755)
+	writeHook(t, h.Dir, "20-next", `echo next`, 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	results := h.Run(ctx, "demo1", nil)
+	if len(results) != 1 || results[0].Err == nil || !strings.Contains(results[0].Err.Error(), "interrupted") {
+		t.Fatalf("results %+v", results)
+	}
+}
+
+func TestHooksCheck(t *testing.T) {
+	h, _ := newHooks(t)
+	if err := (Hooks{Dir: filepath.Join(h.Dir, "missing")}).Check(); err != nil {
+		t.Fatalf("missing dir: %v", err)
+	}
+	if p, err := (Hooks{Dir: filepath.Join(h.Dir, "missing")}).Pending(); err != nil || len(p) != 0 {
+		t.Fatalf("missing dir: %v %v", p, err)
+	}
+	writeHook(t, h.Dir, "README.md", "doc", 0o644)
+	writeHook(t, h.Dir, ".notes", "doc", 0o600)
+	writeHook(t, h.Dir, "archive/05-old", "old", 0o644)
+	writeHook(t, h.Dir, "quarantine/06-bad", "bad", 0o644)
+	writeHook(t, h.Dir, "20-ok", "true", 0o755)
+	if err := h.Check(); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	writeHook(t, h.Dir, "always/50-y", "true", 0o600)
+	err := h.Check()
+	if want := "hook upgrade.d/always/50-y is not executable (mode 0600): chmod +x it or move it out"; err == nil || err.Error() != want {
+		t.Fatalf("Check = %v, want %s", err, want)
+	}
+	writeHook(t, h.Dir, "10-x", "true", 0o644)
+	err = h.Check()
+	if want := "hook upgrade.d/10-x is not executable (mode 0644): chmod +x it or move it out"; err == nil || err.Error() != want {
+		t.Fatalf("Check = %v, want %s", err, want)
+	}
+}
+
+func TestHooksArchiveQuarantine(t *testing.T) {
+	h, _ := newHooks(t)
+	writeHook(t, h.Dir, "archive/.gitkeep", "", 0o644)
+	writeHook(t, h.Dir, "always/50-y", "true", 0o755)
+	stamped := regexp.MustCompile(`^10-a\.\d{8}-\d{4}$`)
+	for i := 0; i < 3; i++ {
+		writeHook(t, h.Dir, "10-a", "true", 0o755)
+		if err := h.Archive("10-a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(h.Dir, "10-a")); !os.IsNotExist(err) {
+			t.Fatalf("10-a still pending: %v", err)
+		}
+	}
+	archived, err := h.Archived()
+	if err != nil || len(archived) != 3 || archived[0] != "10-a" || !stamped.MatchString(archived[1]) ||
+		archived[2] != archived[1]+"-2" {
+		t.Fatalf("Archived = %v, %v", archived, err)
+	}
+
+	for i := 0; i < 2; i++ {
+		writeHook(t, h.Dir, "20-b", "exit 1", 0o755)
+		if err := h.Quarantine("20-b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, err := h.Quarantined()
+	if err != nil || len(q) != 2 || q[0] != "20-b" || !regexp.MustCompile(`^20-b\.\d{8}-\d{4}$`).MatchString(q[1]) {
+		t.Fatalf("Quarantined = %v, %v", q, err)
+	}
+	if p, err := h.Pending(); err != nil || len(p) != 0 {
+		t.Fatalf("Pending = %v, %v", p, err)
+	}
+	if results := h.Run(context.Background(), "demo1", nil); !reflect.DeepEqual(hookNames(results), []string{"always/50-y"}) {
+		t.Fatalf("ran %v", hookNames(results))
+	}
+
+	for _, name := range []string{"always/50-y", "../x", "", "missing"} {
+		if err := h.Quarantine(name); err == nil {
+			t.Errorf("Quarantine(%q) succeeded", name)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(h.Dir, "always", "50-y")); err != nil {
+		t.Fatalf("always hook moved: %v", err)
+	}
+}
+
+func TestShippedUpgradeD(t *testing.T) {
+	h := Hooks{Dir: filepath.Join(testutil.RepoRoot(t), "upgrade.d")}
+	if err := h.Check(); err != nil {
+		t.Fatalf("shipped upgrade.d: %v", err)
+	}
+	if p, err := h.Pending(); err != nil || len(p) != 0 {
+		t.Errorf("shipped one-shot hooks %v, %v", p, err)
+	}
+	if a, err := h.AlwaysHooks(); err != nil || !reflect.DeepEqual(a, []string{"always/10-demo-login"}) {
+		t.Errorf("shipped always hooks %v, %v", a, err)
+	}
+}
+
+func TestShippedDemoLoginHook(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		testutil.SkipOrFail(t, "needs bash")
+	}
+	script := filepath.Join(testutil.RepoRoot(t), "upgrade.d", "always", "10-demo-login")
+	tmp := t.TempDir()
+	run := func(rootfs string) {
+		t.Helper()
+		cmd := exec.Command(script, "demo1")
+		cmd.Env = append(os.Environ(), "BERTH_ROOTFS="+rootfs, "BERTH_DEMO_USER=demo",
+			"BERTH_DEMO_PASSWORD_FILE="+filepath.Join(tmp, "password"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", script, err, out)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "password"), []byte("p&ss<word>\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(filepath.Join(tmp, "not-yunohost")) // no portal: nothing to do
+
+	page := filepath.Join(tmp, "rootfs", "usr/share/ssowat/portal/login.html")
+	if err := os.MkdirAll(filepath.Dir(page), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	orig := "<html><body>\n<form class=\"login-form\">\n<input name=\"user\">\n</form>\n</body></html>\n"
+	if err := os.WriteFile(page, []byte(orig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(filepath.Join(tmp, "rootfs"))
+	first := hookReadFile(t, page)
+	if strings.Count(first, "berth-demo-hint") != 1 || !strings.Contains(first, "p&amp;ss&lt;word&gt;") ||
+		!strings.Contains(first, ">demo<") || !strings.HasPrefix(first, "<html><body>\n<form") {
+		t.Fatalf("login page after the hook:\n%s", first)
+	}
+	run(filepath.Join(tmp, "rootfs"))
+	if again := hookReadFile(t, page); again != first {
+		t.Fatalf("second run changed the page:\n%s", again)
+	}
+}

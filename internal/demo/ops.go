@@ -1,0 +1,276 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"berth/internal/base"
+	"berth/internal/clone"
+	"berth/internal/fsx"
+	"berth/internal/image"
+	"berth/internal/tlsx"
+	upgraded "berth/upgrade.d"
+)
+
+// Check validates what Build needs before anything changes: the image, the subnet, the hooks.
+func (d *Demo) Check(fsys fs.FS) error {
+	m, err := image.Load(fsys, d.cfg.Image)
+	if err != nil {
+		return fmt.Errorf("[Demo] Image = %s: %w", d.cfg.Image, err)
+	}
+	if m.Kind != "container" {
+		return fmt.Errorf("[Demo] Image = %s: a %s image, not a demo container image ([Image] Kind = container)", d.cfg.Image, m.Kind)
+	}
+	if err := CheckOverlap(d.cfg.Subnet, d.cfg.Bridge); err != nil {
+		return fmt.Errorf("[Demo] Subnet = %s: %w", d.cfg.Subnet, err)
+	}
+	return d.hooks.Check()
+}
+
+// Build makes the demo: the pristine generation from the base and [Demo] Image (only when missing, stale
+// or forced), both containers reset to it, the bridge and NAT, the TLS bundle, the proxy, and one container
+// serving. Running it again changes nothing.
+func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
+	if err := d.Check(fsys); err != nil {
+		return err
+	}
+	l, st, err := d.begin(ctx, "demo build", false)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	cur, _ := d.current()
+	if force || cur == "" || !image.Fresh(d.c, fsys, d.cfg.Image, d.genDir(cur)) {
+		staging := filepath.Join(d.store, "staging")
+		if err := os.MkdirAll(d.store, 0o700); err != nil {
+			return err
+		}
+		if err := clone.Remove(ctx, staging); err != nil {
+			return err
+		}
+		m, _ := image.Load(fsys, d.cfg.Image)
+		if err := image.BuildTree(ctx, d.c, fsys, d.cfg.Image, staging, image.Options{Sources: image.SourceOverrides(m)}); err != nil {
+			return err
+		}
+		if cur, err = d.addGeneration(ctx, st, staging); err != nil {
+			return err
+		}
+		slog.Info("demo: pristine state built", "image", d.cfg.Image, "generation", cur, "backend", d.Backend)
+	}
+	if err := d.installHooks(); err != nil {
+		return err
+	}
+	if _, err := base.Password(d.passwordFile()); err != nil {
+		return err
+	}
+	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
+		return err
+	}
+	if err := d.net.Up(ctx); err != nil {
+		return err
+	}
+	for _, n := range d.cfg.Containers {
+		if !d.running(n) && (st.Dirty[n] || st.Gen[n] != cur || !exists(filepath.Join(d.ctDir(n), "config"))) {
+			if err := d.reset(ctx, st, n, cur); err != nil {
+				return err
+			}
+		}
+	}
+	return d.serve(ctx, st)
+}
+
+// installHooks lays out [Demo] Hooks and adds the shipped hooks that are missing there (an operator's
+// file of the same name, or one they archived or quarantined, is left alone).
+func (d *Demo) installHooks() error {
+	for _, sub := range []string{"always", "archive", "quarantine"} {
+		if err := os.MkdirAll(filepath.Join(d.cfg.Hooks, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	return fs.WalkDir(upgraded.FS, ".", func(p string, e fs.DirEntry, err error) error {
+		dst := filepath.Join(d.cfg.Hooks, p)
+		if err != nil || e.IsDir() || exists(dst) || exists(filepath.Join(d.cfg.Hooks, "archive", e.Name())) ||
+			exists(filepath.Join(d.cfg.Hooks, "quarantine", e.Name())) {
+			return err
+		}
+		b, err := fs.ReadFile(upgraded.FS, p)
+		if err == nil {
+			err = fsx.WriteFile(dst, b, 0o755)
+		}
+		return err
+	})
+}
+
+// passwordFile holds the demo user's password (0600), shown to visitors on the login page as a demo must.
+func (d *Demo) passwordFile() string { return filepath.Join(d.dir, "demo-password") }
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// serve makes sure exactly one container runs, healthy, with the proxy sending traffic to it: the recorded
+// active one when it is healthy, else the other. It is how every run finishes what a killed one started.
+func (d *Demo) serve(ctx context.Context, st *State) error {
+	cur, err := d.current()
+	if err != nil {
+		return err
+	}
+	order := slices.Clone(d.cfg.Containers)
+	if st.Active != "" {
+		order = []string{st.Active, d.other(st.Active)}
+	}
+	chosen := ""
+	for _, n := range order {
+		if d.running(n) && d.healthy(ctx, n) == nil {
+			chosen = n
+			break
+		}
+	}
+	for _, n := range order {
+		if chosen != "" {
+			break
+		}
+		if err := d.stop(n); err != nil {
+			return err
+		}
+		if st.Dirty[n] || st.Gen[n] == "" {
+			if err := d.reset(ctx, st, n, cur); err != nil {
+				return err
+			}
+		}
+		if err := d.start(ctx, st, n); err != nil {
+			d.alert(ctx, err.Error())
+			continue
+		}
+		if err := d.waitHealthy(ctx, n); err != nil {
+			d.alert(ctx, err.Error())
+			d.stop(n)
+			continue
+		}
+		chosen = n
+	}
+	if chosen == "" {
+		return fmt.Errorf("no container of %v becomes healthy: run demo:restoreCrash", d.cfg.Containers)
+	}
+	st.Active = chosen
+	if err := d.save(st); err != nil {
+		return err
+	}
+	if err := d.proxy.Ensure(ctx, chosen); err != nil {
+		return err
+	}
+	idle := d.other(chosen)
+	if d.running(idle) {
+		d.proxy.WaitIdle(ctx, idle, DrainTimeout)
+		if err := d.stop(idle); err != nil {
+			return err
+		}
+	}
+	if st.Dirty[idle] || st.Gen[idle] == "" {
+		return d.reset(ctx, st, idle, cur)
+	}
+	return nil
+}
+
+// Start brings the demo up (at boot): bridge and NAT, one healthy container, the proxy. Idempotent.
+func (d *Demo) Start(ctx context.Context) error {
+	l, st, err := d.begin(ctx, "demo start", true)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if err := d.net.Up(ctx); err != nil {
+		return err
+	}
+	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
+		return err
+	}
+	return d.serve(ctx, st)
+}
+
+// Stop brings the demo down (at shutdown): the proxy, both containers, the NAT rules. The bridge stays.
+func (d *Demo) Stop(ctx context.Context) error {
+	l, err := d.lock(ctx, "demo stop")
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	errs := []error{d.proxy.Stop(ctx)}
+	for _, n := range d.cfg.Containers {
+		errs = append(errs, d.stop(n))
+	}
+	return errors.Join(append(errs, d.net.Down(ctx))...)
+}
+
+// Switch hands the demo to the idle container: it starts from its pristine state, passes its health check,
+// gets the traffic (requests in flight on the old one finish), and the old one is stopped and reset. When
+// the idle one does not become healthy the old one keeps serving and the switch fails with an alert.
+func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
+	l, st, err := d.begin(ctx, "demo switch", true)
+	if err != nil {
+		return t, err
+	}
+	defer l.Release()
+	if err := d.serve(ctx, st); err != nil {
+		d.alert(ctx, "switch: "+err.Error())
+		return t, err
+	}
+	cur, err := d.current()
+	if err != nil {
+		return t, err
+	}
+	old := st.Active
+	next := d.other(old)
+	if st.Dirty[next] || st.Gen[next] != cur {
+		if err := d.reset(ctx, st, next, cur); err != nil {
+			return t, err
+		}
+	}
+	t.From, t.To = old, next
+	t0 := time.Now()
+	err = d.start(ctx, st, next)
+	if err == nil {
+		err = d.waitHealthy(ctx, next)
+	}
+	if err != nil {
+		d.stop(next)
+		err = fmt.Errorf("switch to %s failed, %s keeps serving: %w", next, old, err)
+		d.alert(ctx, err.Error())
+		return t, err
+	}
+	st.Active = next
+	if err := d.save(st); err != nil {
+		return t, err
+	}
+	if err := d.proxy.SetActive(ctx, next); err != nil {
+		return t, err
+	}
+	t.Switch = time.Since(t0)
+	if err := d.proxy.WaitIdle(ctx, old, DrainTimeout); err != nil {
+		slog.Warn("demo: requests still in flight on the old container", "container", old, "err", err)
+	}
+	if err := d.stop(old); err != nil {
+		return t, err
+	}
+	t1 := time.Now()
+	if err := d.reset(ctx, st, old, cur); err != nil {
+		return t, err
+	}
+	t.Reset = time.Since(t1)
+	st.LastSwitch = time.Now()
+	slog.Info("demo: switched", "from", old, "to", next, "switch", t.Switch.Round(time.Millisecond),
+		"reset", t.Reset.Round(time.Millisecond), "backend", d.Backend)
+	return t, d.save(st)
+}
+
+// SwitchTimes are a switch's figures: Switch from starting the idle container to traffic moved onto it,
+// Reset for returning the old one to its pristine state.
+type SwitchTimes struct {
+	From, To      string
+	Switch, Reset time.Duration
+}

@@ -1,0 +1,374 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"berth/internal/fsx"
+	"berth/internal/run"
+)
+
+// Server is one container behind the proxy.
+type Server struct{ Name, Addr string } // Addr "10.1.5.3:80"
+
+// Proxy is the demo's front: one HAProxy process with its own configuration, pid file and runtime socket in
+// Dir. It routes every request to exactly one server, the active one; switching keeps requests in flight.
+type Proxy struct {
+	Dir         string // holds haproxy.cfg, haproxy.pid, admin.sock (created 0700 if missing)
+	HTTP, HTTPS string // listen addresses as in config: ":80", "127.0.0.1:18080"; HTTPS may be "" (no TLS frontend)
+	Bundle      string // PEM with certificate + key for HTTPS
+	Servers     []Server
+}
+
+const (
+	haproxyBin   = "/usr/sbin/haproxy"
+	proxyUnit    = "berth-demo-proxy"
+	proxyBackend = "demo"
+	proxyWait    = 10 * time.Second
+)
+
+func (p *Proxy) cfgPath() string  { return filepath.Join(p.Dir, "haproxy.cfg") }
+func (p *Proxy) pidPath() string  { return filepath.Join(p.Dir, "haproxy.pid") }
+func (p *Proxy) sockPath() string { return filepath.Join(p.Dir, "admin.sock") }
+
+// Render returns the full haproxy.cfg with the active server enabled and every other one "disabled".
+func (p *Proxy) Render(active string) []byte {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	w("# The demo front, written by berth, which rewrites this file: do not edit.")
+	w("global\n\tmaster-worker\n\tpidfile %s", p.pidPath())
+	w("\tstats socket %s mode 600 level admin expose-fd listeners", p.sockPath())
+	w("\thard-stop-after 60s\n")
+	w("defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s")
+	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 3\n\toption redispatch\n\toption forwardfor\n")
+	w("frontend http\n\tbind %s\n\thttp-request set-header X-Forwarded-Proto http\n\tdefault_backend %s\n", p.HTTP, proxyBackend)
+	if p.HTTPS != "" {
+		w("frontend https\n\tbind %s ssl crt %s ssl-min-ver TLSv1.2 alpn h2,http/1.1", p.HTTPS, p.Bundle)
+		w("\thttp-request set-header X-Forwarded-Proto https\n\tdefault_backend %s\n", proxyBackend)
+	}
+	w("backend %s\n\tbalance first", proxyBackend)
+	for _, s := range p.Servers {
+		if s.Name == active {
+			w("\tserver %s %s", s.Name, s.Addr)
+		} else {
+			w("\tserver %s %s disabled", s.Name, s.Addr)
+		}
+	}
+	return []byte(b.String())
+}
+
+// Ensure makes the running HAProxy match p with active enabled: the configuration is validated with
+// `haproxy -c`, written only if changed, HAProxy started if not running or gracefully reloaded if the file
+// changed, and finally active is switched on through the runtime API.
+func (p *Proxy) Ensure(ctx context.Context, active string) error {
+	if err := p.known(active); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return fmt.Errorf("demo proxy: %w", err)
+	}
+	cfg := p.Render(active)
+	if err := p.check(ctx, cfg); err != nil {
+		return err
+	}
+	old, changed, err := p.write(cfg)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !p.Running():
+		err = p.start(ctx)
+	case changed:
+		if err = p.reload(ctx); err != nil && old != nil {
+			_ = fsx.WriteFile(p.cfgPath(), old, 0o600) // so that the next Ensure retries the reload
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return p.SetActive(ctx, active)
+}
+
+func (p *Proxy) known(name string) error {
+	if !slices.ContainsFunc(p.Servers, func(s Server) bool { return s.Name == name }) {
+		return fmt.Errorf("demo proxy: no server %q", name)
+	}
+	return nil
+}
+
+var alertPrefix = regexp.MustCompile(`^\[ALERT\]\s*(\(\d+\)\s*)?:\s*`)
+
+// check validates cfg with `haproxy -c` and returns haproxy's alerts as a one-line error.
+func (p *Proxy) check(ctx context.Context, cfg []byte) error {
+	tmp := filepath.Join(p.Dir, ".haproxy.cfg.check")
+	if err := os.WriteFile(tmp, cfg, 0o600); err != nil {
+		return fmt.Errorf("demo proxy: %w", err)
+	}
+	defer os.Remove(tmp)
+	var out run.SyncBuffer
+	_, err := run.Cmd{Argv: []string{haproxyBin, "-c", "-f", tmp}, Stdout: &out, Stderr: &out, Timeout: 30 * time.Second}.Run(ctx)
+	if err == nil {
+		return nil
+	}
+	msg := []string{strings.ReplaceAll(err.Error(), "\n", " | ")} // when haproxy says nothing useful
+	for _, l := range strings.Split(string(out.Bytes()), "\n") {
+		if l = strings.TrimSpace(l); alertPrefix.MatchString(l) && !strings.Contains(l, "found in configuration") {
+			msg = append(msg, alertPrefix.ReplaceAllString(l, ""))
+		}
+	}
+	if len(msg) > 1 {
+		msg = msg[1:]
+	}
+	return fmt.Errorf("demo proxy: haproxy rejects the configuration: %s", strings.Join(msg, "; "))
+}
+
+// start runs HAProxy in master-worker mode, under a transient systemd unit when systemd runs the host (so that
+// it outlives the job that starts it), and waits until its runtime socket answers.
+func (p *Proxy) start(ctx context.Context) error {
+	os.Remove(p.pidPath())
+	// The configuration names the pid file: `-p` as well would only add an alert to every start.
+	argv := []string{haproxyBin, "-W", "-D", "-f", p.cfgPath()}
+	comm, _ := os.ReadFile("/proc/1/comm")
+	if _, err := os.Stat("/run/systemd/system"); err == nil && strings.TrimSpace(string(comm)) == "systemd" {
+		argv = []string{"systemd-run", "--unit=" + proxyUnit, "--collect", "-p", "Type=notify", "-p", "KillMode=mixed",
+			haproxyBin, "-Ws", "-f", p.cfgPath()}
+	}
+	if _, err := (run.Cmd{Argv: argv, Timeout: 30 * time.Second}).Run(ctx); err != nil {
+		return fmt.Errorf("demo proxy: starting haproxy: %s", strings.ReplaceAll(err.Error(), "\n", " | "))
+	}
+	if err := hapWait(ctx, proxyWait, func() bool { _, err := p.command(ctx, "show info"); return err == nil }); err != nil {
+		return fmt.Errorf("demo proxy: haproxy started but its runtime socket %s does not answer: %w", p.sockPath(), err)
+	}
+	return nil
+}
+
+// reload asks the master for a graceful reload (SIGUSR2) and waits until a new worker answers.
+func (p *Proxy) reload(ctx context.Context) error {
+	master, err := p.masterPid()
+	if err != nil {
+		return err
+	}
+	before := p.workerPid(ctx)
+	if err := syscall.Kill(master, syscall.SIGUSR2); err != nil {
+		return fmt.Errorf("demo proxy: reloading haproxy (pid %d): %w", master, err)
+	}
+	if err := hapWait(ctx, proxyWait, func() bool { w := p.workerPid(ctx); return w != 0 && w != before }); err != nil {
+		return fmt.Errorf("demo proxy: haproxy (pid %d) did not reload: %w", master, err)
+	}
+	return nil
+}
+
+var infoPid = regexp.MustCompile(`(?m)^Pid: (\d+)`)
+
+// workerPid is the pid of the worker answering the runtime socket, 0 if none answers.
+func (p *Proxy) workerPid(ctx context.Context) int {
+	out, _ := p.command(ctx, "show info")
+	m := infoPid.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// SetActive switches the backend to name through the runtime API (name ready first, then every other server
+// in maintenance, so that one always serves) and records the choice in haproxy.cfg without reloading.
+func (p *Proxy) SetActive(ctx context.Context, name string) error {
+	if err := p.known(name); err != nil {
+		return err
+	}
+	set := func(srv, state string) error {
+		out, err := p.command(ctx, fmt.Sprintf("set server %s/%s state %s", proxyBackend, srv, state))
+		if err == nil && strings.TrimSpace(out) != "" {
+			err = errors.New(strings.Join(strings.Fields(out), " "))
+		}
+		if err != nil {
+			return fmt.Errorf("demo proxy: setting server %s %s: %w", srv, state, err)
+		}
+		return nil
+	}
+	if err := set(name, "ready"); err != nil {
+		return err
+	}
+	for _, s := range p.Servers {
+		if s.Name != name {
+			if err := set(s.Name, "maint"); err != nil {
+				return err
+			}
+		}
+	}
+	_, _, err := p.write(p.Render(name))
+	return err
+}
+
+// write replaces haproxy.cfg with cfg atomically unless it already holds it; it returns the old content.
+func (p *Proxy) write(cfg []byte) (old []byte, changed bool, err error) {
+	if old, _ = os.ReadFile(p.cfgPath()); bytes.Equal(old, cfg) {
+		return old, false, nil
+	}
+	if err := fsx.WriteFile(p.cfgPath(), cfg, 0o600); err != nil {
+		return old, false, fmt.Errorf("demo proxy: writing configuration: %w", err)
+	}
+	return old, true, nil
+}
+
+// Active returns the one server of the backend in state ready according to the runtime API.
+func (p *Proxy) Active(ctx context.Context) (string, error) {
+	rows, err := p.table(ctx, "show servers state "+proxyBackend, " ")
+	if err != nil {
+		return "", err
+	}
+	var ready []string
+	for _, r := range rows {
+		// Ready is no admin flag but CMAINT (0x04), which only records "disabled" in the configuration.
+		if a, err := strconv.Atoi(r["srv_admin_state"]); err == nil && a&^0x04 == 0 {
+			ready = append(ready, r["srv_name"])
+		}
+	}
+	if len(ready) != 1 {
+		return "", fmt.Errorf("demo proxy: %d servers ready (%s), want exactly one", len(ready), strings.Join(ready, ", "))
+	}
+	return ready[0], nil
+}
+
+// WaitIdle waits, at most timeout, until server name has no current session (scur in "show stat").
+func (p *Proxy) WaitIdle(ctx context.Context, name string, timeout time.Duration) error {
+	var last string
+	err := hapWait(ctx, timeout, func() bool {
+		rows, err := p.table(ctx, "show stat", ",")
+		last = "not found"
+		if err != nil {
+			last = err.Error()
+		}
+		for _, r := range rows {
+			if r["pxname"] == proxyBackend && r["svname"] == name {
+				last = r["scur"] + " sessions"
+				return r["scur"] == "0"
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("demo proxy: server %s not idle (%s): %w", name, last, err)
+	}
+	return nil
+}
+
+// Running reports whether the pid file names a live haproxy process.
+func (p *Proxy) Running() bool {
+	pid, err := p.masterPid()
+	return err == nil && hapAlive(pid)
+}
+
+// Stop soft-stops HAProxy (SIGUSR1 to the master), kills it if it is still there after 10s, and removes the
+// pid file. It is no error when HAProxy is not running.
+func (p *Proxy) Stop(ctx context.Context) error {
+	pid, err := p.masterPid()
+	if err != nil || !hapAlive(pid) {
+		os.Remove(p.pidPath())
+		return nil
+	}
+	_ = syscall.Kill(pid, syscall.SIGUSR1)
+	gone := func() bool { return !hapAlive(pid) }
+	if hapWait(ctx, proxyWait, gone) != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if err := hapWait(context.WithoutCancel(ctx), 2*time.Second, gone); err != nil {
+			return fmt.Errorf("demo proxy: haproxy (pid %d) does not stop: %w", pid, err)
+		}
+	}
+	os.Remove(p.pidPath())
+	return nil
+}
+
+func (p *Proxy) masterPid() (int, error) {
+	b, err := os.ReadFile(p.pidPath())
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// hapAlive reports whether pid is a haproxy process that is not a zombie.
+func hapAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	comm, rest, _ := strings.Cut(string(b), ") ") // "pid (comm) state ..."
+	return strings.HasSuffix(comm, " (haproxy") && !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
+}
+
+// hapWait polls ok every 100ms until it holds, timeout passes or ctx ends.
+func hapWait(ctx context.Context, timeout time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// command sends one command to the runtime API and returns the answer.
+func (p *Proxy) command(ctx context.Context, cmd string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", p.sockPath())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+		return "", err
+	}
+	out, err := io.ReadAll(c)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", cmd, err)
+	}
+	return string(out), nil
+}
+
+// table runs a "show" command whose answer is a header line "# name name ..." followed by rows, split by sep.
+func (p *Proxy) table(ctx context.Context, cmd, sep string) ([]map[string]string, error) {
+	out, err := p.command(ctx, cmd)
+	if err != nil {
+		return nil, fmt.Errorf("demo proxy: %s: %w", cmd, err)
+	}
+	var head []string
+	var rows []map[string]string
+	for _, l := range strings.Split(out, "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(l), "# "); ok && head == nil {
+			head = strings.Split(h, sep)
+		} else if f := strings.Split(strings.TrimSpace(l), sep); head != nil && len(f) >= len(head) {
+			r := map[string]string{}
+			for i, k := range head {
+				r[k] = f[i]
+			}
+			rows = append(rows, r)
+		}
+	}
+	if head == nil {
+		return nil, fmt.Errorf("demo proxy: %s: unexpected answer %q", cmd, strings.TrimSpace(out))
+	}
+	return rows, nil
+}

@@ -1,0 +1,272 @@
+package demo
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"berth/internal/testutil"
+	"berth/internal/tlsx"
+)
+
+// proxyBackendServer is a loopback HTTP server answering body; /slow sleeps 2s first.
+type proxyBackendServer struct {
+	*httptest.Server
+	slowStarted, slowDone chan struct{}
+}
+
+func newProxyBackend(t *testing.T, body string) *proxyBackendServer {
+	b := &proxyBackendServer{slowStarted: make(chan struct{}, 1), slowDone: make(chan struct{}, 1)}
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			b.slowStarted <- struct{}{}
+			time.Sleep(2 * time.Second)
+			b.slowDone <- struct{}{}
+		}
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func proxyFreeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newTestProxy returns a proxy on free loopback ports in front of backends, stopped when the test ends.
+func newTestProxy(t *testing.T, backends map[string]*proxyBackendServer, names ...string) *Proxy {
+	testutil.Require(t, "haproxy")
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "tls", "bundle.pem")
+	if _, err := tlsx.EnsureBundle(bundle, "demo.test", 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Dir: filepath.Join(dir, "proxy"), HTTP: proxyFreeAddr(t), HTTPS: proxyFreeAddr(t), Bundle: bundle}
+	for _, n := range names {
+		p.Servers = append(p.Servers, Server{Name: n, Addr: backends[n].Listener.Addr().String()})
+	}
+	t.Cleanup(func() {
+		proxyClient.CloseIdleConnections()
+		start := time.Now()
+		defer func() { t.Logf("Stop took %s", time.Since(start).Round(time.Millisecond)) }()
+		if err := p.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return p
+}
+
+var proxyClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	MaxIdleConnsPerHost: 16, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true,
+}}
+
+func proxyGet(url string) (int, string, error) {
+	resp, err := proxyClient.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func expectBody(t *testing.T, url, want string) {
+	t.Helper()
+	code, body, err := proxyGet(url)
+	if err != nil || code != 200 || body != want {
+		t.Fatalf("GET %s: %d %q %v, want 200 %q", url, code, body, err, want)
+	}
+}
+
+// proxyLoad sends requests from several goroutines (each pausing between requests) until stop is called,
+// which returns served and failed.
+func proxyLoad(t *testing.T, url string, pause time.Duration) (stop func() (served, failed int64)) {
+	var served, failed atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				code, _, err := proxyGet(url)
+				if err != nil || code != 200 {
+					if failed.Add(1) <= 5 {
+						t.Logf("failed request: %d %v", code, err)
+					}
+				} else {
+					served.Add(1)
+				}
+				time.Sleep(pause)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() (int64, int64) {
+		once.Do(func() { close(done); wg.Wait() })
+		return served.Load(), failed.Load()
+	}
+	t.Cleanup(func() { stop() }) // when the test fails before it stops the load itself
+	return stop
+}
+
+func TestProxySwitch(t *testing.T) {
+	ctx := context.Background()
+	be := map[string]*proxyBackendServer{"a": newProxyBackend(t, "A"), "b": newProxyBackend(t, "B")}
+	p := newTestProxy(t, be, "a", "b")
+	if err := p.Ensure(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Running() {
+		t.Fatal("not running after Ensure")
+	}
+	httpURL, httpsURL := "http://"+p.HTTP+"/", "https://"+p.HTTPS+"/"
+	expectBody(t, httpURL, "A")
+	expectBody(t, httpsURL, "A")
+	if got, err := p.Active(ctx); err != nil || got != "a" {
+		t.Fatalf("Active = %q, %v; want a", got, err)
+	}
+
+	stop := proxyLoad(t, httpURL, 0)
+	names, bodies := []string{"b", "a"}, map[string]string{"a": "A", "b": "B"}
+	for i := range 10 {
+		name := names[i%2]
+		if err := p.SetActive(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			expectBody(t, httpURL, bodies[name])
+		}
+		if got, err := p.Active(ctx); err != nil || got != name {
+			t.Fatalf("Active = %q, %v; want %s", got, err, name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	served, failed := stop()
+	t.Logf("10 switches under load: %d requests served, %d failed", served, failed)
+	if failed != 0 || served == 0 {
+		t.Fatalf("%d failed requests, %d served", failed, served)
+	}
+	if cfg, _ := os.ReadFile(filepath.Join(p.Dir, "haproxy.cfg")); !strings.Contains(string(cfg), "server b "+p.Servers[1].Addr+" disabled") {
+		t.Fatalf("haproxy.cfg does not keep a active:\n%s", cfg)
+	}
+
+	// A slow request in flight on A finishes after the switch to B, and WaitIdle waits for it.
+	slow := make(chan error, 1)
+	go func() {
+		code, body, err := proxyGet(httpURL + "slow")
+		if err == nil && (code != 200 || body != "A") {
+			err = fmt.Errorf("answered %d %q", code, body)
+		}
+		slow <- err
+	}()
+	<-be["a"].slowStarted
+	if err := p.SetActive(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	expectBody(t, httpURL, "B")
+	start := time.Now()
+	if err := p.WaitIdle(ctx, "a", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-be["a"].slowDone:
+	default:
+		t.Fatal("WaitIdle returned while the slow request was still in flight")
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("slow request: %v", err)
+	}
+	t.Logf("WaitIdle(a) returned after %s", time.Since(start).Round(time.Millisecond))
+}
+
+func TestProxyReload(t *testing.T) {
+	ctx := context.Background()
+	be := map[string]*proxyBackendServer{"a": newProxyBackend(t, "A"), "b": newProxyBackend(t, "B"), "c": newProxyBackend(t, "C")}
+	p := newTestProxy(t, be, "a", "b")
+	if err := p.Ensure(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	master, _ := p.masterPid()
+	worker := p.workerPid(ctx)
+	httpURL := "http://" + p.HTTP + "/"
+	stop := proxyLoad(t, httpURL, 0)
+	time.Sleep(200 * time.Millisecond)
+	p.Servers = append(p.Servers, Server{Name: "c", Addr: be["c"].Listener.Addr().String()})
+	if err := p.Ensure(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := p.Ensure(ctx, "c"); err != nil { // a new active server changes the file too: reload, then the runtime switch
+		t.Fatal(err)
+	}
+	expectBody(t, httpURL, "C")
+	time.Sleep(200 * time.Millisecond)
+	served, failed := stop()
+	t.Logf("reload under load: %d requests served, %d failed", served, failed)
+	if failed != 0 || served == 0 {
+		t.Fatalf("%d failed requests, %d served", failed, served)
+	}
+	if m, _ := p.masterPid(); m != master {
+		t.Fatalf("master pid %d became %d: restarted, not reloaded", master, m)
+	}
+	if w := p.workerPid(ctx); w == worker || w == 0 {
+		t.Fatalf("worker pid %d -> %d: no reload", worker, w)
+	}
+	if got, err := p.Active(ctx); err != nil || got != "c" {
+		t.Fatalf("Active = %q, %v; want c", got, err)
+	}
+}
+
+func TestProxyBadBundle(t *testing.T) {
+	ctx := context.Background()
+	be := map[string]*proxyBackendServer{"a": newProxyBackend(t, "A"), "b": newProxyBackend(t, "B")}
+	p := newTestProxy(t, be, "a", "b")
+	if err := p.Ensure(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(p.Dir, "haproxy.cfg"))
+	bad := *p
+	bad.Bundle = filepath.Join(t.TempDir(), "missing.pem")
+	err := bad.Ensure(ctx, "b")
+	if err == nil {
+		t.Fatal("Ensure with a missing bundle succeeded")
+	}
+	t.Logf("error: %v", err)
+	if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "missing.pem") {
+		t.Fatalf("want a one-line error naming the bundle, got %q", msg)
+	}
+	if after, _ := os.ReadFile(filepath.Join(p.Dir, "haproxy.cfg")); string(after) != string(before) {
+		t.Fatal("a rejected configuration replaced haproxy.cfg")
+	}
+	expectBody(t, "http://"+p.HTTP+"/", "A")
+	expectBody(t, "https://"+p.HTTPS+"/", "A")
+	proxyClient.CloseIdleConnections() // an idle HTTP/2 connection would hold the soft stop until the kill
+	if p.Stop(ctx) != nil || p.Running() {
+		t.Fatal("Stop failed")
+	}
+	if err := p.Stop(ctx); err != nil {
+		t.Fatalf("Stop when not running: %v", err)
+	}
+}

@@ -1,0 +1,257 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"berth/internal/clone"
+	"berth/internal/run"
+)
+
+// RestoreCrash checks every container and repairs the ones that do not boot into a healthy demo: first
+// from the current pristine generation, then from the archived generations newest first (a damaged newer
+// generation is set aside), then from a clone of a healthy container. The serving container is left
+// serving when it is healthy; otherwise a healthy one takes over. It writes what it repaired and how to w,
+// and fails when a container could not be repaired.
+func (d *Demo) RestoreCrash(ctx context.Context, w io.Writer) error {
+	l, st, err := d.begin(ctx, "demo restoreCrash", true)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if err := d.net.Up(ctx); err != nil {
+		return err
+	}
+	ok := map[string]bool{}
+	var broken []string
+	for _, n := range d.cfg.Containers {
+		if n == st.Active && d.running(n) && d.healthy(ctx, n) == nil {
+			ok[n] = true
+			fmt.Fprintf(w, "%s: serving and healthy\n", n)
+			continue
+		}
+		if err := d.check(ctx, st, n); err == nil {
+			ok[n] = true
+			fmt.Fprintf(w, "%s: boots and is healthy\n", n)
+			continue
+		} else {
+			fmt.Fprintf(w, "%s: broken: %v\n", n, err)
+		}
+		broken = append(broken, n)
+	}
+	var failed []string
+	for _, n := range broken {
+		how, err := d.repair(ctx, st, n, ok)
+		if err != nil {
+			failed = append(failed, n)
+			fmt.Fprintf(w, "%s: could not be repaired: %v\n", n, err)
+			continue
+		}
+		ok[n] = true
+		fmt.Fprintf(w, "%s: repaired %s\n", n, how)
+	}
+	if st.Active != "" && !ok[st.Active] {
+		st.Active = "" // serve picks a healthy one
+	}
+	if err := d.serve(ctx, st); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "serving from %s\n", st.Active)
+	if len(failed) > 0 {
+		err := fmt.Errorf("could not repair %s", strings.Join(failed, ", "))
+		d.alert(ctx, "restoreCrash: "+err.Error())
+		return err
+	}
+	if len(broken) > 0 {
+		d.alert(ctx, fmt.Sprintf("restoreCrash: repaired %s; serving from %s", strings.Join(broken, ", "), st.Active))
+	}
+	return nil
+}
+
+// check boots a container that is not serving, as it is, waits for its health check, and stops it again.
+func (d *Demo) check(ctx context.Context, st *State, name string) error {
+	if err := d.stop(name); err != nil {
+		return err
+	}
+	defer d.stop(name)
+	if err := d.start(ctx, st, name); err != nil {
+		return err
+	}
+	return d.waitHealthy(ctx, name)
+}
+
+// repair resets a broken container to each generation, newest first, and then to a clone of a healthy
+// container, until it passes check. Generations newer than the one that worked are set aside as broken.
+func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string]bool) (string, error) {
+	gens, err := d.generations()
+	if err != nil {
+		return "", err
+	}
+	var errs []error
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := gens[i]
+		err := d.reset(ctx, st, name, g)
+		if err == nil {
+			err = d.check(ctx, st, name)
+		}
+		if err == nil {
+			for _, bad := range gens[i+1:] {
+				if err := d.setAside(bad); err != nil {
+					return "", err
+				}
+			}
+			if i == len(gens)-1 {
+				return "from its pristine state (generation " + g + ")", nil
+			}
+			return fmt.Sprintf("from archived generation %s (generations %s set aside as broken under %s/broken)",
+				g, strings.Join(gens[i+1:], ", "), d.store), d.reset(ctx, st, name, g)
+		}
+		errs = append(errs, fmt.Errorf("generation %s: %w", g, err))
+	}
+	for _, src := range d.cfg.Containers {
+		if src == name || !ok[src] {
+			continue
+		}
+		if err := d.cloneFrom(ctx, st, src); err != nil {
+			return "", errors.Join(append(errs, fmt.Errorf("clone of %s: %w", src, err))...)
+		}
+		for _, bad := range gens {
+			d.setAside(bad)
+		}
+		g, _ := d.current()
+		err := d.reset(ctx, st, name, g)
+		if err == nil {
+			err = d.check(ctx, st, name)
+		}
+		if err == nil {
+			return fmt.Sprintf("from a clone of %s, now generation %s (every older generation failed and is set aside)", src, g), d.reset(ctx, st, name, g)
+		}
+		errs = append(errs, fmt.Errorf("clone of %s: %w", src, err))
+	}
+	return "", errors.Join(errs...)
+}
+
+// cloneFrom makes a new generation from a healthy container's root file system as it runs (its own file
+// system only: no /proc, /sys, /dev or tmpfs).
+func (d *Demo) cloneFrom(ctx context.Context, st *State, src string) error {
+	root := d.rootfs(src)
+	if d.running(src) {
+		c, err := d.container(src)
+		if err != nil {
+			return err
+		}
+		root = "/proc/" + strconv.Itoa(c.InitPid()) + "/root"
+	}
+	staging := filepath.Join(d.store, "staging")
+	if err := clone.Remove(ctx, staging); err != nil {
+		return err
+	}
+	if _, err := (run.Cmd{Argv: []string{"cp", "--recursive", "--no-dereference", "--one-file-system", "--no-target-directory",
+		"--preserve=mode,ownership,timestamps,links,xattr", "--reflink=auto", "--", root + "/", staging}, Timeout: time.Hour}).Run(ctx); err != nil {
+		clone.Remove(ctx, staging)
+		return err
+	}
+	_, err := d.addGeneration(ctx, st, staging)
+	return err
+}
+
+// Status writes the demo's state: backend, active container and its health, next switch, last upgrade and
+// its result, quarantined hooks, generations.
+func (d *Demo) Status(ctx context.Context, w io.Writer) error {
+	st, err := d.load()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintf(tw, "backend\t%s\n", d.Backend)
+	if !d.built() {
+		fmt.Fprintf(tw, "built\tno (run demo:build)\n")
+		return nil
+	}
+	for _, n := range d.cfg.Containers {
+		state, health := "stopped", "-"
+		if d.running(n) {
+			state, health = "running", "healthy"
+			if err := d.healthy(ctx, n); err != nil {
+				health = "unhealthy: " + err.Error()
+			}
+		}
+		role := "idle"
+		if n == st.Active {
+			role = "active"
+		}
+		fmt.Fprintf(tw, "%s\t%s, %s, %s, %s, generation %s\n", n, role, state, health, d.addr(n), st.Gen[n])
+	}
+	proxy := "stopped"
+	if d.proxy.Running() {
+		if a, err := d.proxy.Active(ctx); err == nil {
+			proxy = "routing to " + a
+		} else {
+			proxy = "running: " + err.Error()
+		}
+	}
+	fmt.Fprintf(tw, "proxy\t%s (HTTP %s, HTTPS %s)\n", proxy, d.cfg.HTTP, d.cfg.HTTPS)
+	fmt.Fprintf(tw, "last switch\t%s\n", stamp(st.LastSwitch))
+	fmt.Fprintf(tw, "next switch\t%s\n", nextSwitch(time.Now(), d.cfg.SwitchEvery).Format("2006-01-02 15:04:05"))
+	fmt.Fprintf(tw, "last upgrade\t%s %s\n", stamp(st.LastUpgrade), st.UpgradeNote)
+	q, _ := d.hooks.Quarantined()
+	fmt.Fprintf(tw, "quarantined hooks\t%d %s\n", len(q), strings.Join(q, " "))
+	gens, _ := d.generations()
+	slices.Reverse(gens)
+	fmt.Fprintf(tw, "generations\t%s (newest first; the first is the pristine state)\n", strings.Join(gens, " "))
+	if b, err := os.ReadDir(filepath.Join(d.store, "broken")); err == nil && len(b) > 0 {
+		fmt.Fprintf(tw, "broken generations\t%d under %s/broken\n", len(b), d.store)
+	}
+	return nil
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.Format("2006-01-02 15:04:05")
+}
+
+// nextSwitch is the next multiple of every since midnight, as the switch timer's OnCalendar= has it.
+func nextSwitch(now time.Time, every time.Duration) time.Time {
+	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
+	return midnight.Add((now.Sub(midnight)/every + 1) * every)
+}
+
+// Destroy removes the containers, the pristine generations and the proxy with its configuration. The host
+// preparation (bridge, sysctl, certificate) and the hooks stay.
+func (d *Demo) Destroy(ctx context.Context) error {
+	l, err := d.lock(ctx, "demo destroy")
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	errs := []error{d.proxy.Stop(ctx)}
+	for _, n := range d.cfg.Containers {
+		if err := d.stop(n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, clone.Remove(ctx, d.rootfs(n)), clone.Remove(ctx, d.ctDir(n)))
+	}
+	return errors.Join(append(errs, clone.Remove(ctx, d.store), os.RemoveAll(d.proxy.Dir), os.RemoveAll(d.statePath()))...)
+}
+
+// Remove destroys the demo and undoes the host preparation: NAT rules, bridge, sysctl and the demo's own
+// certificate. Hooks and their logs stay.
+func (d *Demo) Remove(ctx context.Context) error {
+	if err := d.Destroy(ctx); err != nil {
+		return err
+	}
+	return errors.Join(d.net.Remove(ctx), os.RemoveAll(filepath.Dir(d.bundle())))
+}

@@ -1,0 +1,166 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"berth/internal/clone"
+)
+
+// PayloadUpgrade is the image's own upgrade step, run inside the container after apt when the image ships
+// it (YunoHost's `yunohost tools upgrade`).
+const PayloadUpgrade = "/usr/local/sbin/berth-payload-upgrade"
+
+// Upgrade upgrades the pristine state on the idle container, away from the proxy: a clone of the current
+// generation boots, takes apt's upgrades (old configuration files kept), the payload's own upgrade and the
+// upgrade.d hooks. Only a run in which everything succeeded becomes the new generation; the old one stays
+// as an archived generation, and each container is reset to the new one after its turn. A failing one-shot
+// hook is quarantined and the upgrade is redone once without it; any other failure leaves the pristine
+// state as it was and alerts.
+func (d *Demo) Upgrade(ctx context.Context) error {
+	if err := d.hooks.Check(); err != nil {
+		return err
+	}
+	l, st, err := d.begin(ctx, "demo upgrade", true)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if err := d.serve(ctx, st); err != nil {
+		return err
+	}
+	idle := d.other(st.Active)
+	prev, err := d.current()
+	if err != nil {
+		return err
+	}
+	logDir := filepath.Join(d.dir, "logs", "upgrade-"+time.Now().Format("20060102-150405"))
+	d.hooks.LogDir = filepath.Join(logDir, "hooks")
+	if err := os.MkdirAll(d.hooks.LogDir, 0o750); err != nil {
+		return err
+	}
+	// The upgrade runs at the idle container's own rootfs path, so that hooks written for the original
+	// (which edit /var/lib/lxc/$1/rootfs) keep working; the generation is made from it afterwards.
+	cand := d.rootfs(idle)
+	finish := func(note string, err error) error {
+		st.LastUpgrade, st.UpgradeNote = time.Now(), note
+		d.stop(idle)
+		if rerr := d.reset(ctx, st, idle, mustCurrent(d, prev)); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		if err != nil {
+			d.alert(ctx, "upgrade: "+err.Error())
+		}
+		return errors.Join(err, d.save(st))
+	}
+
+	var results []HookResult
+	for round := 1; ; round++ {
+		var failed []string
+		results, err = d.upgradeRound(ctx, st, idle, prev, cand, logDir)
+		if err != nil {
+			return finish("failed: "+err.Error(), fmt.Errorf("%w; generation %s stays the pristine state (logs: %s)", err, prev, logDir))
+		}
+		for _, r := range results {
+			if r.Err != nil {
+				failed = append(failed, r.Name)
+				if !r.Always {
+					if qerr := d.hooks.Quarantine(r.Name); qerr != nil {
+						return finish("failed", qerr)
+					}
+				}
+			}
+		}
+		if len(failed) == 0 {
+			break
+		}
+		d.alert(ctx, fmt.Sprintf("upgrade: hooks failed: %s (quarantined unless under always/; logs: %s)", strings.Join(failed, ", "), d.hooks.LogDir))
+		if round == 2 {
+			return finish("failed: hooks "+strings.Join(failed, ", "), fmt.Errorf("hooks failed again without the quarantined ones: %s; generation %s stays the pristine state", strings.Join(failed, ", "), prev))
+		}
+		slog.Warn("demo upgrade: redoing the upgrade without the failed hooks", "failed", failed)
+	}
+	g, err := d.addGeneration(ctx, st, cand)
+	if err != nil {
+		return finish("failed", err)
+	}
+	var archived []string
+	for _, r := range results {
+		if !r.Always {
+			if err := d.hooks.Archive(r.Name); err != nil {
+				return finish("failed", err)
+			}
+			archived = append(archived, r.Name)
+		}
+	}
+	q, _ := d.hooks.Quarantined()
+	note := fmt.Sprintf("generation %s from %s; hooks archived: %d, quarantined: %d", g, prev, len(archived), len(q))
+	slog.Info("demo: upgraded", "generation", g, "previous", prev, "archived", archived, "logs", logDir)
+	return finish(note, nil)
+}
+
+func mustCurrent(d *Demo, fallback string) string {
+	if g, err := d.current(); err == nil {
+		return g
+	}
+	return fallback
+}
+
+// upgradeRound boots a clone of generation prev as the idle container and upgrades it; on return the
+// container is stopped and cand holds the result.
+func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, logDir string) ([]HookResult, error) {
+	if err := d.stop(idle); err != nil {
+		return nil, err
+	}
+	if err := clone.Remove(ctx, cand); err != nil {
+		return nil, err
+	}
+	if _, err := clone.Tree(ctx, d.genDir(prev), cand); err != nil {
+		return nil, err
+	}
+	st.Gen[idle] = ""
+	if err := d.writeConfig(idle, "dir:"+cand); err != nil {
+		return nil, err
+	}
+	defer d.stop(idle)
+	if err := d.start(ctx, st, idle); err != nil {
+		return nil, err
+	}
+	if err := d.waitHealthy(ctx, idle); err != nil {
+		return nil, err
+	}
+	log, err := os.OpenFile(filepath.Join(logDir, "apt.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	opts := []string{"-q", "-y", "-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef"}
+	for _, argv := range [][]string{
+		{"apt-get", "-q", "--error-on=any", "update"}, // an index that cannot be fetched fails the upgrade
+		append(append([]string{"apt-get"}, opts...), "dist-upgrade"),
+		append(append([]string{"apt-get"}, opts...), "autoremove", "--purge"),
+		{"apt-get", "clean"},
+	} {
+		if err := d.attach(ctx, idle, log, time.Hour, argv...); err != nil {
+			return nil, fmt.Errorf("apt in %s: %w (log: %s)", idle, err, log.Name())
+		}
+	}
+	if exists(filepath.Join(cand, PayloadUpgrade)) {
+		if err := d.attach(ctx, idle, log, 2*time.Hour, PayloadUpgrade); err != nil {
+			return nil, fmt.Errorf("payload upgrade in %s: %w (log: %s)", idle, err, log.Name())
+		}
+	}
+	d.hooks.Env = map[string]string{"BERTH_ROOTFS": cand, "BERTH_LXC_PATH": d.lxcPath, "BERTH_CONTAINER": idle,
+		"BERTH_DEMO_USER": "demo", "BERTH_DEMO_PASSWORD_FILE": d.passwordFile()}
+	results := d.hooks.Run(ctx, idle, nil)
+	if err := d.waitHealthy(ctx, idle); err != nil {
+		return nil, fmt.Errorf("after the upgrade: %w", err)
+	}
+	return results, d.stop(idle)
+}
