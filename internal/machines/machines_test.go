@@ -29,7 +29,7 @@ func TestMachinesOnSystemd(t *testing.T) {
 	machines := c.Paths.Machines
 	bin := testutil.BerthBinary(t)
 	fixtures, _ := filepath.Abs("testdata")
-	h := testhost.New(t, testhost.Options{Name: "berth-machines", HostNetwork: true,
+	h := testhost.New(t, testhost.Options{Name: "berth-machines", HostNetwork: true, Packages: []string{"pebble"},
 		Binds: []string{machines + ":/var/lib/machines"}, ReadOnlyBinds: []string{fixtures + ":/fixtures"}})
 	if err := h.CopyIn(bin, "/usr/local/sbin/berth"); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package machines
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"berth/internal/fsx"
 	"berth/internal/testhost"
+	"berth/internal/tlsx"
 )
 
 // relayConfiguration runs relay:configure, rotate-keys and renew on the machines TestMachinesOnSystemd built.
@@ -40,8 +43,8 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 		}
 		defer conn.Close()
 		cert := conn.ConnectionState().PeerCertificates[0]
-		if cert.Subject.CommonName != "relay.test" {
-			t.Fatalf("edge serves a certificate for %q", cert.Subject.CommonName)
+		if err := cert.VerifyHostname("relay.test"); err != nil {
+			t.Fatalf("edge serves a certificate for %q %v: %v", cert.Subject.CommonName, cert.DNSNames, err)
 		}
 		return cert.Issuer.String() + " serial " + cert.SerialNumber.Text(16)
 	}
@@ -94,10 +97,38 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 	}
 
 	// A forced renewal under a request loop: the serial changes, no request fails.
+	renewUnderLoad := func(env ...string) {
+		t.Helper()
+		before := serial()
+		stop := edgeLoad()
+		time.Sleep(500 * time.Millisecond)
+		renewOut, renewErr := h.Run(ctx, append(append([]string{"env", "FORCE=1"}, env...), "/usr/local/sbin/berth", "relay:renew")...)
+		if renewErr != nil {
+			t.Fatalf("renew: %v\n%s", renewErr, renewOut)
+		}
+		t.Logf("renew: %s", strings.TrimSpace(renewOut))
+		time.Sleep(time.Second)
+		ok, failed := stop()
+		after := serial()
+		t.Logf("forced renewal under load: %d requests, %d failed; %s -> %s", ok+failed, failed, before, after)
+		if after == before || failed != 0 || ok == 0 {
+			t.Fatalf("renewal: %s -> %s, %d ok, %d failed", before, after, ok, failed)
+		}
+	}
+	renewUnderLoad("SELF_SIGNED=relay.test")
+	if b, _ := os.ReadFile(filepath.Join(hostFile("srv/haproxy/certs"), "bundle.pem")); !strings.Contains(string(b), "PRIVATE KEY") {
+		t.Fatal("the bundle lacks its key")
+	}
+
+	acmeWithPebble(t, h, hostFile, sums, serial, renewUnderLoad)
+}
+
+// edgeLoad sends HTTPS requests to the edge from four goroutines until stop is called.
+func edgeLoad() (stop func() (ok, failed int64)) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		TLSClientConfig: &tls.Config{ServerName: "relay.test", InsecureSkipVerify: true}}}
-	var ok, failed atomic.Int64
-	stop := make(chan struct{})
+	var okN, failedN atomic.Int64
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 0; i < 4; i++ {
 		wg.Add(1)
@@ -105,37 +136,122 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 			defer wg.Done()
 			for n := 0; n < 5000; n++ {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
 				resp, err := client.Get("https://127.0.0.1:443/")
 				if err != nil {
-					failed.Add(1)
+					failedN.Add(1)
 					continue
 				}
 				resp.Body.Close()
-				ok.Add(1)
+				okN.Add(1)
 			}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond)
-	renewOut, renewErr := h.Run(ctx, "env", "FORCE=1", "SELF_SIGNED=relay.test", "/usr/local/sbin/berth", "relay:renew")
-	if renewErr != nil {
-		t.Fatalf("renew: %v", renewErr)
+	return func() (int64, int64) {
+		close(done)
+		wg.Wait()
+		return okN.Load(), failedN.Load()
 	}
-	t.Logf("renew: %s", strings.TrimSpace(renewOut))
-	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
-	second := serial()
-	t.Logf("forced renewal under load: %d requests, %d failed; serial %s -> %s", ok.Load()+failed.Load(), failed.Load(), first, second)
-	if second == first || failed.Load() != 0 || ok.Load() == 0 {
-		t.Fatalf("renewal: serial %s -> %s, %d ok, %d failed", first, second, ok.Load(), failed.Load())
+}
+
+// acmeWithPebble configures the relay with certificates from Pebble, Debian's ACME test server, run in the
+// test host on loopback (its API at https://localhost:14000 with a certificate of its own, its validations
+// to relay.test:80, which the test host's /etc/hosts points at 127.0.0.1, where the edge answers).
+func acmeWithPebble(t *testing.T, h *testhost.Host, hostFile func(string) string, sums, serial func() string, renewUnderLoad func(...string)) {
+	ctx := context.Background()
+	run := func(argv ...string) string {
+		t.Helper()
+		out, err := h.Run(ctx, argv...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+		return out
 	}
-	if b, _ := os.ReadFile(filepath.Join(hostFile("srv/haproxy/certs"), "bundle.pem")); !strings.Contains(string(b), "PRIVATE KEY") {
-		t.Fatal("the bundle lacks its key")
+	bundle, err := tlsx.SelfSigned("localhost", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
+	certPEM, keyPEM := splitPEM(bundle)
+	os.MkdirAll(hostFile("etc/pebble"), 0o755)
+	os.WriteFile(hostFile("etc/pebble/cert.pem"), certPEM, 0o644)
+	os.WriteFile(hostFile("etc/pebble/key.pem"), keyPEM, 0o600)
+	os.WriteFile(hostFile("etc/pebble/pebble.json"), []byte(`{"pebble": {"listenAddress": "127.0.0.1:14000",
+"managementListenAddress": "127.0.0.1:15000", "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
+"httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}`), 0o644)
+	run("sh", "-c", "echo '127.0.0.1 relay.test' >> /etc/hosts")
+	run("systemd-run", "--unit=pebble", "-E", "PEBBLE_VA_NOSLEEP=1", "-E", "PEBBLE_WFE_NONCEREJECT=0", "pebble", "-config", "/etc/pebble/pebble.json")
+	defer h.Run(ctx, "systemctl", "stop", "pebble")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	pc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+		if resp, err := pc.Get("https://localhost:14000/dir"); err == nil { // the test host shares the VM's network
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble does not answer:\n%s", run("journalctl", "-u", "pebble", "--no-pager"))
+		}
+	}
+	acme := []string{"env", "BERTH_RELAY_DOMAIN=relay.test", "BERTH_RELAY_SELFSIGNED=no", "BERTH_RELAY_EMAIL=ops@relay.test",
+		"BERTH_RELAY_ACMEDIRECTORY=https://localhost:14000/dir", "SSL_CERT_FILE=/etc/pebble/cert.pem", "/usr/local/sbin/berth"}
+
+	// An unreachable directory: one line, non-zero, nothing changed.
+	before := sums()
+	out, err := h.Run(ctx, append(append([]string{}, acme[:4]...), "BERTH_RELAY_ACMEDIRECTORY=https://localhost:9/dir", "/usr/local/sbin/berth", "relay:configure")...)
+	if _, serr := os.Stat(hostFile("var/lib/berth/relay/acme-account.key")); err == nil ||
+		!strings.Contains(out, "ACME directory https://localhost:9/dir") || sums() != before || serr == nil {
+		t.Fatalf("an unreachable ACME directory: %v\n%s", err, out)
+	}
+	t.Logf("unreachable ACME directory: %v: %s", err, lastLine(out))
+
+	start := time.Now()
+	out = run(append(acme, "relay:configure")...)
+	t.Logf("configure with ACME (%s): %s", time.Since(start).Round(100*time.Millisecond), lastLine(out))
+	first := serial()
+	if !strings.Contains(first, "Pebble") {
+		t.Fatalf("the edge serves %s, not Pebble's certificate", first)
+	}
+	t.Logf("the edge serves %s", first)
+	for _, f := range []string{"srv/haproxy/certs/bundle.pem", "var/lib/berth/relay/acme-account.key"} {
+		if st, err := os.Stat(hostFile(f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, st, err)
+		}
+	}
+	before = sums()
+	if out := run(append(acme, "relay:configure")...); !strings.Contains(out, "nothing changed") || sums() != before {
+		t.Fatalf("a second configure with ACME changed something: %s", out)
+	}
+	if cfg, _ := os.ReadFile(hostFile("srv/haproxy/haproxy.cfg")); strings.Contains(string(cfg), "acme-challenge") {
+		t.Fatalf("the challenge answers stayed in haproxy.cfg:\n%s", cfg)
+	}
+	if st := run("systemctl", "-M", "haproxy", "is-active", "haproxycheck.timer"); strings.TrimSpace(st) != "active" {
+		t.Fatalf("haproxycheck.timer is %s after the validation", st)
+	}
+	renewUnderLoad(acme[1:6]...)
+}
+
+func splitPEM(b []byte) (cert, key []byte) {
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return cert, key
+		}
+		if strings.Contains(block.Type, "PRIVATE KEY") {
+			key = pem.EncodeToMemory(block)
+		} else {
+			cert = append(cert, pem.EncodeToMemory(block)...)
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 func envValue(env, key string) string {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -11,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/acme"
 
 	"berth/internal/config"
 	"berth/internal/fsx"
@@ -47,12 +50,10 @@ func BundleFile(c *config.Config) string {
 	return filepath.Join(c.Paths.Srv, "haproxy", "certs", "bundle.pem")
 }
 
-func check(c *config.Config) error {
+// checkInputs validates the domain and the machines before anything changes.
+func checkInputs(c *config.Config) error {
 	if c.Relay.Domain == "" {
 		return errors.New("relay: [Relay] Domain is empty: set it (or MYDOMAIN, or SELF_SIGNED=<domain>)")
-	}
-	if !c.Relay.SelfSigned {
-		return fmt.Errorf("relay: certificates from an ACME directory (%s) are not implemented yet: set [Relay] SelfSigned (SELF_SIGNED=yes)", c.Relay.ACMEDirectory)
 	}
 	for _, n := range append([]string{"mysql"}, c.Relay.Machines...) {
 		if _, err := image.ReadStamp(image.MachineDir(c, n)); err != nil {
@@ -62,12 +63,21 @@ func check(c *config.Config) error {
 	return nil
 }
 
+// check is checkInputs and, with ACME, a check that the directory answers; it returns the ACME client.
+func check(ctx context.Context, c *config.Config) (*acme.Client, error) {
+	if err := checkInputs(c); err != nil || c.Relay.SelfSigned {
+		return nil, err
+	}
+	return acmeClient(ctx, c)
+}
+
 // Configure starts the relay machines in [Relay] Machines order, each waited on through its health check,
 // and writes what they read: the env files (secrets made once and kept) and the TLS bundle. Running it again
 // changes nothing unless an input changed; the services reading a changed file are restarted.
 func Configure(ctx context.Context, c *config.Config) (Report, error) {
 	var rep Report
-	if err := check(c); err != nil {
+	cl, err := check(ctx, c)
+	if err != nil {
 		return rep, err
 	}
 	l, err := lock.Acquire(ctx, filepath.Join(c.Paths.State, "locks", "relay.lock"), "relay configure", 30*time.Minute)
@@ -91,6 +101,11 @@ func Configure(ctx context.Context, c *config.Config) (Report, error) {
 		if err := startHealthy(ctx, c, name); err != nil {
 			return rep, err
 		}
+	}
+	if cl != nil { // ACME validates through the running edge: the certificate comes last
+		r, err := renew(ctx, c, cl, false)
+		rep.Changed, rep.Restarted = append(rep.Changed, r.Changed...), append(rep.Restarted, r.Restarted...)
+		return rep, err
 	}
 	return rep, nil
 }
@@ -121,9 +136,11 @@ func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error
 	if err != nil {
 		return rep, err
 	}
-	renewed, err := renewSelfSigned(c, false)
-	if err != nil {
-		return rep, err
+	renewed := false
+	if c.Relay.SelfSigned {
+		if renewed, err = certificate(ctx, c, nil, false); err != nil {
+			return rep, err
+		}
 	}
 	if renewed {
 		rep.Changed = append(rep.Changed, BundleFile(c))
@@ -154,24 +171,30 @@ func databaseURL(c *config.Config) (string, error) {
 	return env["DATABASE_URL"], nil
 }
 
-// renewSelfSigned replaces the bundle when it is missing, is for another domain, has fewer than 30 days
-// left, or force is set.
-func renewSelfSigned(c *config.Config, force bool) (bool, error) {
+// certificate replaces the bundle when it is missing, is for another domain, has fewer than 30 days left,
+// is not of the configured kind (self-signed, or from the ACME directory: cl), or force is set.
+func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force bool) (bool, error) {
 	p := BundleFile(c)
 	if !force {
 		if cert, err := readCert(p); err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
-			time.Until(cert.NotAfter) > 30*24*time.Hour {
+			time.Until(cert.NotAfter) > 30*24*time.Hour && bytes.Equal(cert.RawIssuer, cert.RawSubject) == (cl == nil) {
 			return false, nil
 		}
 	}
-	bundle, err := tlsx.SelfSigned(c.Relay.Domain, 90*24*time.Hour)
+	var bundle []byte
+	var err error
+	if cl != nil {
+		bundle, err = obtainACME(ctx, c, cl)
+	} else {
+		bundle, err = tlsx.SelfSigned(c.Relay.Domain, 90*24*time.Hour)
+	}
 	if err != nil {
 		return false, err
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return false, err
 	}
-	slog.Info("new self-signed certificate", "domain", c.Relay.Domain, "file", p)
+	slog.Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
 	return true, fsx.WriteFile(p, bundle, 0o600)
 }
 
@@ -195,7 +218,7 @@ func readCert(p string) (*x509.Certificate, error) {
 // RotateKeys replaces the Nostr deploy key and the NEXTAUTH secret, rewrites the files that carry them and
 // restarts exactly the services that read them.
 func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
-	if err := check(c); err != nil {
+	if err := checkInputs(c); err != nil {
 		return Report{}, err
 	}
 	l, err := lock.Acquire(ctx, filepath.Join(c.Paths.State, "locks", "relay.lock"), "relay key rotation", 30*time.Minute)
@@ -218,13 +241,23 @@ func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
 	return writeFiles(ctx, c, s)
 }
 
-// Renew replaces the self-signed certificate when fewer than 30 days remain (or when force is set) and
-// reloads HAProxy, which keeps its connections.
+// Renew replaces the certificate (self-signed, or from [Relay] ACMEDirectory) when fewer than 30 days remain
+// (or when force is set) and reloads HAProxy, which keeps its connections.
 func Renew(ctx context.Context, c *config.Config, force bool) (Report, error) {
-	if err := check(c); err != nil {
+	cl, err := check(ctx, c)
+	if err != nil {
 		return Report{}, err
 	}
-	renewed, err := renewSelfSigned(c, force)
+	l, err := lock.Acquire(ctx, filepath.Join(c.Paths.State, "locks", "relay.lock"), "relay renew", 30*time.Minute)
+	if err != nil {
+		return Report{}, err
+	}
+	defer l.Release()
+	return renew(ctx, c, cl, force)
+}
+
+func renew(ctx context.Context, c *config.Config, cl *acme.Client, force bool) (Report, error) {
+	renewed, err := certificate(ctx, c, cl, force)
 	if err != nil || !renewed {
 		return Report{}, err
 	}
