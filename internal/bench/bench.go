@@ -1,0 +1,491 @@
+// Package bench measures berth against the original scripts' algorithms and the plain tools, pair by pair
+// in one run, alternating the two sides round by round, and writes BENCHMARKS.md with a latency chart.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"berth/images"
+	"berth/internal/base"
+	"berth/internal/clone"
+	"berth/internal/config"
+	"berth/internal/demo"
+	"berth/internal/run"
+)
+
+// Options size a run.
+type Options struct {
+	Rounds   int    // rounds of each pair (alternating which side goes first)
+	Switches int    // switches per algorithm in the availability run
+	Out      string // directory receiving BENCHMARKS.md and benchmarks-latency.svg
+	Binary   string // the compiled berth binary, for the footprint
+}
+
+type env map[string]string
+
+func (e env) config() (*config.Config, error) {
+	return config.LoadFrom("/nonexistent/berth.conf", func(k string) (string, bool) {
+		if v, ok := e[k]; ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
+	})
+}
+
+func (e env) with(kv ...string) env {
+	out := env{}
+	for k, v := range e {
+		out[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
+}
+
+func (e env) list() []string {
+	l := os.Environ()
+	for k, v := range e {
+		l = append(l, k+"="+v)
+	}
+	return l
+}
+
+func timed(f func() error) (float64, error) {
+	t := time.Now()
+	err := f()
+	return time.Since(t).Seconds(), err
+}
+
+func sh(ctx context.Context, argv ...string) error {
+	_, err := run.Cmd{Argv: argv, Timeout: time.Hour, Quiet: true}.Run(ctx)
+	return err
+}
+
+// Measure measures every pair and writes the report.
+func Measure(ctx context.Context, o Options) error {
+	work, err := os.MkdirTemp("/var/tmp", "berth-bench-")
+	if err != nil {
+		return err
+	}
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		clone.Remove(context.Background(), work)
+	}()
+	facts := machineFacts(work)
+	var pairs []Pair
+
+	// 1. Base rootfs: bare debootstrap (the floor) vs berth with an empty cache, then berth with unchanged inputs.
+	e := env{"BERTH_PATHS_STATE": filepath.Join(work, "state")}
+	var cold, bare, warm []float64
+	var baseDir string
+	for r := range o.Rounds {
+		ce := e.with("BERTH_PATHS_CACHE", filepath.Join(work, fmt.Sprint("cache", r)), "BERTH_PATHS_MACHINES", filepath.Join(work, fmt.Sprint("machines", r)))
+		c, err := ce.config()
+		if err != nil {
+			return err
+		}
+		os.MkdirAll(c.Paths.Machines, 0o755)
+		bareDir := filepath.Join(work, "debootstrap")
+		bareRun := func() error {
+			defer clone.Remove(ctx, bareDir)
+			return sh(ctx, "debootstrap", "--variant=minbase", "--include="+strings.Join(c.Base.Packages, ","), "--arch="+debArch(runtime.GOARCH),
+				c.Base.Suite, bareDir, c.Base.Mirror)
+		}
+		berthRun := func() error { _, err := base.Build(ctx, c, base.Options{}); return err }
+		for _, side := range order(r, 2) {
+			if side == 0 {
+				s, err := timed(bareRun)
+				if err != nil {
+					return fmt.Errorf("debootstrap: %w", err)
+				}
+				bare = append(bare, s)
+			} else {
+				s, err := timed(berthRun)
+				if err != nil {
+					return err
+				}
+				cold = append(cold, s)
+			}
+		}
+		s, err := timed(berthRun)
+		if err != nil {
+			return err
+		}
+		warm = append(warm, s)
+		baseDir = base.Dir(c)
+		if r < o.Rounds-1 {
+			machines := c.Paths.Machines
+			cleanups = append(cleanups, func() { clone.Remove(context.Background(), machines) })
+		}
+		os.RemoveAll(c.Paths.Cache)
+		slog.Info("bench: base", "round", r+1, "debootstrap", bare[len(bare)-1], "berth cold", cold[len(cold)-1], "berth warm", warm[len(warm)-1])
+	}
+	c0, _ := e.config()
+	pairs = append(pairs,
+		Pair{Group: "Base rootfs", Name: c0.Base.Suite + " minbase + " + strings.Join(c0.Base.Packages, " "), Baseline: "bare debootstrap",
+			Berth: "base:build, empty cache", Unit: "s", A: bare, B: cold, LowerIsBetter: true,
+			Note: "berth's cold build is the same debootstrap plus what the bare one does not do: packing it into the cache, unpacking it into staging, apt full-upgrade, the Go toolchain (downloaded and checksum-checked), the recipe, and an atomic swap; it cannot beat its own floor. " +
+				"What would narrow the gap: fetching the Go toolchain while debootstrap runs, and unpacking from the cache only on a hit (debootstrapping straight into staging on a miss); the warm row is what every later build costs",
+			Repro: fmt.Sprintf("time debootstrap --variant=minbase --include=%s %s /tmp/rootfs %s", strings.Join(c0.Base.Packages, ","), c0.Base.Suite, c0.Base.Mirror)},
+		Pair{Group: "Base rootfs", Name: "the same, inputs unchanged", Baseline: "bare debootstrap", Berth: "base:build, warm",
+			Unit: "s", A: bare, B: warm, LowerIsBetter: true, Repro: "time ./mage base:build   # twice; the second is the warm one"})
+
+	// 2. Base to machine: cp -a vs berth's clone, on ext4, btrfs and xfs (loop devices).
+	btrfs, xfs := filepath.Join(work, "btrfs"), filepath.Join(work, "xfs")
+	for _, fs := range []struct{ dir, mkfs string }{{btrfs, "mkfs.btrfs"}, {xfs, "mkfs.xfs"}} {
+		img := fs.dir + ".img"
+		args := []string{fs.mkfs, "-q", img}
+		if fs.mkfs == "mkfs.xfs" {
+			args = []string{fs.mkfs, "-q", "-m", "reflink=1", img}
+		}
+		os.MkdirAll(fs.dir, 0o755)
+		for _, argv := range [][]string{{"truncate", "-s", "12G", img}, args, {"mount", "-o", "loop", img, fs.dir}} {
+			if err := sh(ctx, argv...); err != nil {
+				return err
+			}
+		}
+		dir := fs.dir
+		cleanups = append(cleanups, func() { run.Command(context.Background(), "umount", "-l", dir) })
+	}
+	if err := clone.Subvolume(ctx, baseDir, filepath.Join(btrfs, "base")); err != nil {
+		return err
+	}
+	if err := sh(ctx, "cp", "-a", baseDir, filepath.Join(xfs, "base")); err != nil {
+		return err
+	}
+	for _, fs := range []struct{ name, src string }{{"ext4", baseDir}, {"btrfs", filepath.Join(btrfs, "base")}, {"xfs (reflink)", filepath.Join(xfs, "base")}} {
+		var a, b []float64
+		var method clone.Method
+		for r := range o.Rounds {
+			dst := filepath.Join(filepath.Dir(fs.src), "copy")
+			for _, side := range order(r, 2) {
+				s, err := timed(func() error {
+					if side == 0 {
+						return sh(ctx, "cp", "-a", fs.src, dst)
+					}
+					m, err := clone.Tree(ctx, fs.src, dst)
+					method = m
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if side == 0 {
+					a = append(a, s)
+				} else {
+					b = append(b, s)
+				}
+				if err := clone.Remove(ctx, dst); err != nil {
+					return err
+				}
+			}
+		}
+		p := Pair{Group: "Base to machine", Name: "copy of the base (" + du(fs.src) + ") on " + fs.name, Baseline: "cp -a",
+			Berth: "berth install clone (" + string(method) + ")", Unit: "s", A: a, B: b, LowerIsBetter: true,
+			Repro: "time cp -a " + fs.src + " /same/fs/copy"}
+		if method == clone.Copy {
+			p.Note = "on ext4 berth copies like cp -a and then flushes the copy to disk (syncfs) before publishing it, so that a crash never leaves a half-written machine; cp -a leaves the data in the page cache: that flush is the difference. " +
+				"What would close it: a copy-on-write file system for [Paths] Machines (the btrfs and xfs rows), or giving up the crash safety"
+		}
+		pairs = append(pairs, p)
+	}
+
+	// 3. Demo: an overlayfs demo and a btrfs demo, each from the base and demo-web.
+	mk := func(backend, lxc string) (*demo.Demo, env, error) {
+		de := e.with("BERTH_PATHS_MACHINES", filepath.Dir(baseDir), "BERTH_PATHS_LXC", lxc, "BERTH_PATHS_STATE", filepath.Join(work, "state-"+backend),
+			"BERTH_DEMO_IMAGE", "demo-web", "BERTH_DEMO_BACKEND", backend, "BERTH_DEMO_HEALTHPATH", "/health",
+			"BERTH_DEMO_BRIDGE", fmt.Sprintf("bdb%04x", rand.IntN(1<<16)), "BERTH_DEMO_SUBNET", freeSubnet().String(),
+			"BERTH_DEMO_HTTP", freeAddr(), "BERTH_DEMO_HTTPS", freeAddr())
+		c, err := de.config()
+		if err != nil {
+			return nil, nil, err
+		}
+		d, err := demo.Open(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanups = append(cleanups, func() { d.Remove(context.Background()) })
+		return d, de, d.Build(ctx, images.FS, false)
+	}
+	ov, ovEnv, err := mk("overlayfs", filepath.Join(work, "lxc"))
+	if err != nil {
+		return err
+	}
+	bt, _, err := mk("btrfs", filepath.Join(btrfs, "lxc"))
+	if err != nil {
+		return err
+	}
+	// The original's reset: lxc-snapshot -r of a directory-backed container.
+	origPath := filepath.Join(work, "lxc-orig")
+	pristine, _ := ov.PristineDir()
+	os.MkdirAll(filepath.Join(origPath, "orig"), 0o755)
+	if err := sh(ctx, "cp", "-a", pristine, filepath.Join(origPath, "orig", "rootfs")); err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(origPath, "orig", "config"), []byte("lxc.uts.name = orig\nlxc.rootfs.path = dir:"+filepath.Join(origPath, "orig", "rootfs")+"\nlxc.net.0.type = empty\n"), 0o644)
+	if err := sh(ctx, "lxc-snapshot", "-P", origPath, "-n", "orig"); err != nil {
+		return err
+	}
+	for _, size := range []string{"", "1.5 GB"} {
+		if size != "" { // grow every pristine state to 1.5 GB with incompressible data
+			filler := filepath.Join(work, "filler")
+			if err := sh(ctx, "dd", "if=/dev/urandom", "of="+filler, "bs=1M", "count=1000", "status=none"); err != nil {
+				return err
+			}
+			ptB, _ := bt.PristineDir()
+			for _, dst := range []string{filepath.Join(pristine, "filler"), filepath.Join(ptB, "filler"), filepath.Join(origPath, "orig", "snaps", "snap0", "rootfs", "filler")} {
+				if err := sh(ctx, "cp", filler, dst); err != nil {
+					return err
+				}
+			}
+			os.Remove(filler)
+		}
+		name := "reset of a container (" + du(pristine) + ")"
+		var a, bo, bb []float64
+		for r := range o.Rounds {
+			for _, side := range order(r, 3) {
+				switch side {
+				case 0:
+					s, err := timed(func() error { return sh(ctx, "lxc-snapshot", "-P", origPath, "-n", "orig", "-r", "snap0") })
+					if err != nil {
+						return err
+					}
+					a = append(a, s)
+				case 1, 2:
+					d := map[int]*demo.Demo{1: ov, 2: bt}[side]
+					t, err := d.Switch(ctx)
+					if err != nil {
+						return err
+					}
+					if side == 1 {
+						bo = append(bo, t.Reset.Seconds())
+					} else {
+						bb = append(bb, t.Reset.Seconds())
+					}
+				}
+			}
+		}
+		repro := "time lxc-snapshot -n <container> -r snap0   # dir backend"
+		pairs = append(pairs,
+			Pair{Group: "Demo reset", Name: name, Baseline: "lxc-snapshot -r (dir)", Berth: "berth reset (overlayfs)", Unit: "s", A: a, B: bo, LowerIsBetter: true, Repro: repro},
+			Pair{Group: "Demo reset", Name: name, Baseline: "lxc-snapshot -r (dir)", Berth: "berth reset (btrfs)", Unit: "s", A: a, B: bb, LowerIsBetter: true,
+				Note: "the two berth rows share the baseline samples; each round ran the three in turn"})
+	}
+	bt.Remove(ctx)
+
+	// 4. Switch availability under a constant request rate: berth's switch vs the original algorithm.
+	var runs []Run
+	var berthSw, origSw []float64
+	var failedB, failedO float64
+	for _, alg := range []string{"berth", "original"} {
+		addr := ov.Config().HTTP
+		var stopProxy func()
+		if alg == "original" {
+			addr = freeAddr()
+			if stopProxy, err = ov.PassiveProxy(ctx, addr); err != nil {
+				return err
+			}
+		}
+		loop := startLoop("http://"+addr+"/", 50)
+		var sws []Switch
+		for range o.Switches {
+			start := loop.since()
+			var t demo.SwitchTimes
+			if alg == "berth" {
+				t, err = ov.Switch(ctx)
+			} else {
+				t, err = ov.OriginalSwitch(ctx)
+			}
+			if err != nil {
+				loop.stop()
+				return err
+			}
+			sws = append(sws, Switch{Start: start, End: loop.since()})
+			if alg == "berth" {
+				berthSw = append(berthSw, t.Switch.Seconds())
+			} else {
+				origSw = append(origSw, t.Switch.Seconds())
+			}
+			time.Sleep(time.Second)
+		}
+		reqs := loop.stop()
+		if stopProxy != nil {
+			stopProxy()
+		}
+		runs = append(runs, Run{Name: alg, Requests: reqs, Switches: sws})
+		n := 0.0
+		for _, r := range reqs {
+			if r.Failed {
+				n++
+			}
+		}
+		if alg == "berth" {
+			failedB = n
+		} else {
+			failedO = n
+		}
+		slog.Info("bench: availability", "algorithm", alg, "requests", len(reqs), "failed", n)
+	}
+	pairs = append(pairs,
+		Pair{Group: "Switch availability", Name: fmt.Sprintf("%d switches at 50 requests/s through HAProxy", o.Switches), Baseline: "original algorithm",
+			Berth: "berth demo:switch", Unit: "requests failed", A: []float64{failedO}, B: []float64{failedB}, LowerIsBetter: true,
+			Repro: "start the idle container; sleep 10; lxc-stop the active one (nginx/HAProxy upstream with both, passive failover)"},
+		Pair{Group: "Switch availability", Name: "switch duration", Baseline: "original algorithm", Berth: "berth demo:switch",
+			Unit: "s", A: origSw, B: berthSw, LowerIsBetter: true,
+			Note: "the original's duration is its fixed 10 s wait plus the stop; berth's ends when the new container passed its health check and has the traffic"})
+
+	// 5. Footprint of the compiled binary.
+	if o.Binary != "" {
+		for _, target := range []string{"demo:switch", "demo:upgrade"} {
+			cmd := exec.CommandContext(ctx, o.Binary, target)
+			cmd.Env = ovEnv.list()
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s: %v\n%s", target, err, out)
+			}
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			pairs = append(pairs,
+				Pair{Group: "Footprint", Name: "berth " + target + ": peak RSS", Baseline: "none (no baseline)", Berth: "compiled berth binary",
+					Unit: "MB", B: []float64{float64(ru.Maxrss) / 1024}, LowerIsBetter: true, Repro: "/usr/bin/time -v berth " + target},
+				Pair{Group: "Footprint", Name: "berth " + target + ": CPU time (user+system, with its children)", Baseline: "none (no baseline)",
+					Berth: "compiled berth binary", Unit: "s", B: []float64{cpu.Seconds()}, LowerIsBetter: true,
+					Note: "peak RSS is berth's own process; CPU time includes the commands it waited for (lxc-start, cp, apt inside the container for the upgrade)"})
+		}
+	}
+
+	chart := "benchmarks-latency.svg"
+	f, err := os.Create(filepath.Join(o.Out, chart))
+	if err != nil {
+		return err
+	}
+	if err := SVG(f, runs, 1000, 420); err != nil {
+		return err
+	}
+	f.Close()
+	md, err := os.Create(filepath.Join(o.Out, "BENCHMARKS.md"))
+	if err != nil {
+		return err
+	}
+	defer md.Close()
+	return Markdown(md, facts, pairs, runs, chart, fmt.Sprintf("./mage prereqs base:build\nBENCH_ROUNDS=%d BENCH_SWITCHES=%d ./mage bench", o.Rounds, o.Switches))
+}
+
+// order is the sides 0..n-1 of round r, rotated so that each side goes first in turn.
+func order(r, n int) []int {
+	var o []int
+	for i := range n {
+		o = append(o, (r+i)%n)
+	}
+	return o
+}
+
+func debArch(goarch string) string {
+	if goarch == "arm64" {
+		return "arm64"
+	}
+	return "amd64"
+}
+
+func du(dir string) string {
+	out, err := run.Output(context.Background(), "du", "-sh", "--apparent-size", dir)
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(out)[0] + "B"
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func freeSubnet() netip.Prefix {
+	for {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(250)), 0}), 24)
+		if demo.CheckOverlap(p, "") == nil {
+			return p
+		}
+	}
+}
+
+func machineFacts(dir string) Facts {
+	cpu, _ := run.Output(context.Background(), "sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2; nproc")
+	mem, _ := run.Output(context.Background(), "sh", "-c", "free -h | awk '/Mem:/ {print $2}'")
+	fs, _ := run.Output(context.Background(), "findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", dir)
+	kernel, _ := run.Output(context.Background(), "uname", "-r")
+	return Facts{CPU: strings.Join(strings.Fields(cpu), " ") + " cores", Memory: mem, FS: fs + " (plus btrfs and xfs on loop devices)",
+		Kernel: kernel, Go: runtime.Version(), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC")}
+}
+
+// loop sends GET requests at a constant rate, each on a new connection, and records every one.
+type loop struct {
+	start time.Time
+	mu    sync.Mutex
+	reqs  []Latency
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+func startLoop(url string, perSecond int) *loop {
+	l := &loop{start: time.Now(), done: make(chan struct{})}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		tick := time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-l.done:
+				return
+			case <-tick.C:
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				at := time.Now()
+				resp, err := client.Get(url)
+				failed := err != nil
+				if err == nil {
+					failed = resp.StatusCode != 200
+					resp.Body.Close()
+				}
+				l.mu.Lock()
+				l.reqs = append(l.reqs, Latency{At: at.Sub(l.start), Took: time.Since(at), Failed: failed})
+				l.mu.Unlock()
+			}()
+		}
+	}()
+	return l
+}
+
+func (l *loop) since() time.Duration { return time.Since(l.start) }
+
+func (l *loop) stop() []Latency {
+	close(l.done)
+	l.wg.Wait()
+	return l.reqs
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/magefile/mage/mg"
+
+	"berth/internal/bench"
+	"berth/internal/units"
+)
+
+// Bench measures berth side by side with the original algorithms and the plain tools in one run (base
+// rootfs vs debootstrap, base to machine vs cp -a on ext4/btrfs/xfs, demo reset vs lxc-snapshot -r, switch
+// availability vs the original switch under a constant request rate, the binary's footprint), alternating
+// the two sides round by round, and writes BENCHMARKS.md and benchmarks-latency.svg into the checkout.
+// BENCH_ROUNDS (default 3) and BENCH_SWITCHES (default 20) size it. Needs root; takes about 20 minutes.
+func Bench() error {
+	mg.Deps(Prereqs)
+	ctx := interruptible()
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "berth-bench-bin-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "berth")
+	if _, err := units.InstallBinary(ctx, bin, wd); err != nil {
+		return err
+	}
+	return bench.Measure(ctx, bench.Options{Rounds: envInt("BENCH_ROUNDS", 3), Switches: envInt("BENCH_SWITCHES", 20), Out: wd, Binary: bin})
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
