@@ -55,6 +55,7 @@ type Relay struct {
 	SelfSigned    bool
 	ACMEDirectory string
 	Machines      []string
+	HealthTimeout time.Duration // how long configure waits for each machine's health check
 }
 
 // Demo configures the LXC demo.

@@ -222,6 +222,17 @@ var keys = []key{
 		return nil
 	}},
 	{"Relay", "Machines", "mysql relaycreator haproxy strfry", func(c *Config, v string) error { return names(&c.Relay.Machines, 0)(c, v) }},
+	{"Relay", "HealthTimeout", "3min", func(c *Config, v string) error {
+		d, err := ParseTimeSpan(v)
+		if err != nil {
+			return err
+		}
+		if d < time.Second || d > time.Hour {
+			return errors.New("expected a time span between 1s and 1h, such as 90s or 3min")
+		}
+		c.Relay.HealthTimeout = d
+		return nil
+	}},
 
 	{"Demo", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Demo.Domain)(c, v) }},
 	{"Demo", "Image", "yunohost", func(c *Config, v string) error {

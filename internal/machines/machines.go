@@ -186,19 +186,17 @@ func BaseAndAll(ctx context.Context) error {
 	return All("install")
 }
 
-// HealthTimeout bounds how long WaitHealthy waits.
-var HealthTimeout = 3 * time.Minute
-
 // WaitHealthy waits until the machine passes its image's health check (its port answers, its first-run file
-// exists), at most HealthTimeout; the error names the machine and what it waited for.
+// exists), at most [Relay] HealthTimeout; the error names the machine and what it waited for.
 func WaitHealthy(ctx context.Context, c *config.Config, name string) error {
 	m, err := image.Load(images.Active(), name)
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(HealthTimeout)
+	timeout := c.Relay.HealthTimeout
+	deadline := time.Now().Add(timeout)
 	if m.HealthTCP != "" {
-		if err := machine.WaitTCP(ctx, m.HealthTCP, HealthTimeout); err != nil {
+		if err := machine.WaitTCP(ctx, m.HealthTCP, timeout); err != nil {
 			return fmt.Errorf("machine %s is not healthy: %w", name, err)
 		}
 	}
@@ -209,7 +207,7 @@ func WaitHealthy(ctx context.Context, c *config.Config, name string) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("machine %s is not healthy: %s did not appear within %s", name, p, HealthTimeout)
+				return fmt.Errorf("machine %s is not healthy: %s did not appear within %s", name, p, timeout)
 			}
 			select {
 			case <-ctx.Done():

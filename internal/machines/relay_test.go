@@ -75,6 +75,21 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 		t.Fatal("a second configure changed a file")
 	}
 
+	// A mysql that never becomes healthy (its server masked): configure gives up after [Relay] HealthTimeout
+	// with one line naming the machine, and changes nothing.
+	if out, err := h.Run(ctx, "systemctl", "-M", "mysql", "mask", "--now", "mariadb.service"); err != nil {
+		t.Fatalf("mask mariadb: %v\n%s", err, out)
+	}
+	start := time.Now()
+	out, err := h.Run(ctx, "env", "SELF_SIGNED=relay.test", "BERTH_RELAY_HEALTHTIMEOUT=5s", "/usr/local/sbin/berth", "relay:configure")
+	if err == nil || !strings.Contains(lastLine(out), "machine mysql is not healthy: 127.0.0.1:3306 did not accept connections within 5s") || sums() != before {
+		t.Fatalf("a mysql that never becomes healthy: %v\n%s", err, out)
+	}
+	t.Logf("mysql never healthy (%s): %v: %s", time.Since(start).Round(100*time.Millisecond), err, lastLine(out))
+	if out, err := h.Run(ctx, "sh", "-c", "systemctl -M mysql unmask mariadb.service && systemctl -M mysql start mariadb.service"); err != nil {
+		t.Fatalf("unmask mariadb: %v\n%s", err, out)
+	}
+
 	// Key rotation: the new public key is in the dependent files, the old one nowhere.
 	oldEnv, _ := os.ReadFile(hostFile("srv/relaycreator/.nostrcreds.env"))
 	oldPriv := envValue(string(oldEnv), "NOSTR_PRIVATE_KEY")
