@@ -33,14 +33,7 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 	h := testhost.New(t, testhost.Options{Name: "berth-demo-units", HostNetwork: true,
 		Packages:      []string{"lxc", "haproxy", "nftables", "iproute2", "systemd-container", "curl"},
 		ReadOnlyBinds: []string{base.Dir(c) + ":/var/lib/machines/.berth-base"}})
-	run := func(t *testing.T, argv ...string) string {
-		t.Helper()
-		out, err := h.Run(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-		}
-		return strings.TrimSpace(out)
-	}
+	run := h.Must
 	env := demoEnv(t, "/var/lib/lxc", "dir")
 	conf := "[Demo]\nSwitchEvery=2min\n"
 	for _, k := range []string{"IMAGE", "BACKEND", "BRIDGE", "SUBNET", "HTTP", "HTTPS", "HEALTHPATH"} {

@@ -179,11 +179,7 @@ func acmeWithPebble(t *testing.T, h *testhost.Host, hostFile func(string) string
 	ctx := context.Background()
 	run := func(argv ...string) string {
 		t.Helper()
-		out, err := h.Run(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-		}
-		return out
+		return h.Must(t, argv...)
 	}
 	bundle, err := tlsx.SelfSigned("localhost", 24*time.Hour)
 	if err != nil {

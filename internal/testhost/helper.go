@@ -46,3 +46,13 @@ func Require(t testing.TB) {
 		testutil.SkipOrFail(t, "testhost: "+err.Error())
 	}
 }
+
+// Must runs argv in the guest and returns its output, trimmed; a failure fails t with the output.
+func (h *Host) Must(t testing.TB, argv ...string) string {
+	t.Helper()
+	out, err := h.Run(context.Background(), argv...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return strings.TrimSpace(out)
+}

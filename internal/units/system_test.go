@@ -38,14 +38,7 @@ func TestOnSystemd(t *testing.T) {
 	}
 	opts.ReadOnlyBinds = []string{tarball + ":/mnt/rootfs.tar"}
 	h := testhost.New(t, opts)
-	run := func(t *testing.T, argv ...string) string {
-		t.Helper()
-		out, err := h.Run(ctx, argv...)
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
-		}
-		return strings.TrimSpace(out)
-	}
+	run := h.Must
 	show := func(t *testing.T, unit, prop string) string {
 		t.Helper()
 		return run(t, "systemctl", "show", "--value", "-p", prop, unit)
