@@ -193,7 +193,7 @@ func Markdown(w io.Writer, f Facts, pairs []Pair, runs []Run, chart string, repr
 const availability = "Switch availability"
 
 func availabilityTable(b *strings.Builder, runs []Run, chart string) {
-	b.WriteString("\n| run | requests | failed | p50 | p99 | max | switches | switch duration (median) |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("\n| run | requests | failed | p50 | p99 | max | switches | whole switch call, reset included (median) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range runs {
 		var ok []time.Duration
 		failed := 0
