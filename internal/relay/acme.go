@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -27,6 +26,7 @@ import (
 	"berth/internal/fsx"
 	"berth/internal/machine"
 	"berth/internal/run"
+	"berth/internal/tlsx"
 )
 
 // The ACME client answers HTTP-01 challenges through the running edge: for the few seconds of a
@@ -167,16 +167,7 @@ func obtainACME(ctx context.Context, c *config.Config, cl *acme.Client) ([]byte,
 	if err != nil {
 		return nil, fmt.Errorf("relay: ACME certificate: %w", oneLine(err))
 	}
-	var bundle bytes.Buffer
-	for _, der := range ders {
-		pem.Encode(&bundle, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	pem.Encode(&bundle, &pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-	return bundle.Bytes(), nil
+	return tlsx.Bundle(ders, key)
 }
 
 var port80 = regexp.MustCompile(`^\s*bind\s+\S*:80(\s|$)`)

@@ -2,6 +2,7 @@
 package tlsx
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -40,11 +41,19 @@ func SelfSigned(domain string, lifetime time.Duration) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Bundle([][]byte{der}, key)
+}
+
+// Bundle is HAProxy's PEM bundle of a certificate chain (DER, leaf first) and its private key (PKCS #8).
+func Bundle(chain [][]byte, key crypto.Signer) ([]byte, error) {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, err
 	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	var out []byte
+	for _, der := range chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
 	return append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...), nil
 }
 
