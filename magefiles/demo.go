@@ -13,105 +13,75 @@ import (
 // Demo runs the public demo: two LXC containers taking turns behind HAProxy.
 type Demo mg.Namespace
 
-func openDemo() (context.Context, *demo.Demo, error) {
+// withDemo opens the demo of the effective configuration and runs f on it.
+func withDemo(f func(*demo.Demo, context.Context) error) error {
 	ctx, c, err := setup()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	d, err := demo.Open(c)
-	return ctx, d, err
+	if err != nil {
+		return err
+	}
+	return f(d, ctx)
 }
 
 // Build makes the demo from the base and [Demo] Image: the pristine state (rebuilt only when the base or the
 // image changed, or FORCE=1), both containers, bridge and NAT, the TLS bundle, HAProxy on [Demo] HTTP/HTTPS,
 // one container serving. It checks the image, the subnet and the hooks before changing anything.
 func (Demo) Build() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Build(ctx, images.Active(), force())
+	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.Build(ctx, images.Active(), force()) })
 }
 
 // Start brings the demo up (berth-demo.service at boot): NAT, one healthy container, the proxy. Idempotent.
 func (Demo) Start() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Start(ctx)
+	return withDemo((*demo.Demo).Start)
 }
 
 // Stop brings the demo down (berth-demo.service at shutdown): proxy, containers, NAT rules.
 func (Demo) Stop() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Stop(ctx)
+	return withDemo((*demo.Demo).Stop)
 }
 
 // Switch hands the demo to the idle container and resets the other to its pristine state (the switch
 // timer, every [Demo] SwitchEvery). It fails, keeping the old container serving, when the idle one does not
 // become healthy; run by hand (not by systemd, whose OnFailure= does it) it then runs restoreCrash itself.
 func (Demo) Switch() error {
-	ctx, d, err := openDemo()
-	if err != nil {
+	return withDemo(func(d *demo.Demo, ctx context.Context) error {
+		_, err := d.Switch(ctx)
+		if err != nil && os.Getenv("INVOCATION_ID") == "" {
+			d.RestoreCrash(ctx, os.Stdout)
+		}
 		return err
-	}
-	_, err = d.Switch(ctx)
-	if err != nil && os.Getenv("INVOCATION_ID") == "" {
-		d.RestoreCrash(ctx, os.Stdout)
-	}
-	return err
+	})
 }
 
 // Upgrade upgrades the pristine state on the idle container (the upgrade timer, at [Demo] UpgradeAt): apt,
 // the payload's upgrade, the hooks in [Demo] Hooks (one-shots archived on success, quarantined on failure;
 // always/ every night). It rolls back and alerts on failure.
 func (Demo) Upgrade() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Upgrade(ctx)
+	return withDemo((*demo.Demo).Upgrade)
 }
 
 // RestoreCrash checks both containers and repairs those that do not boot healthy: from the pristine state,
 // then older generations, then a clone of the healthy one; it reports what it repaired and how.
 func (Demo) RestoreCrash() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.RestoreCrash(ctx, os.Stdout)
+	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.RestoreCrash(ctx, os.Stdout) })
 }
 
 // Status shows the active container and its health, the proxy, next switch, last upgrade and its result,
 // quarantined hooks and the pristine generations.
 func (Demo) Status() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Status(ctx, os.Stdout)
+	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.Status(ctx, os.Stdout) })
 }
 
 // Destroy removes the containers, their pristine generations and the proxy's demo configuration.
 func (Demo) Destroy() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Destroy(ctx)
+	return withDemo((*demo.Demo).Destroy)
 }
 
 // Remove destroys the demo and undoes the host preparation: NAT rules, bridge, sysctl, the demo's own
 // certificate. The hooks directory stays.
 func (Demo) Remove() error {
-	ctx, d, err := openDemo()
-	if err != nil {
-		return err
-	}
-	return d.Remove(ctx)
+	return withDemo((*demo.Demo).Remove)
 }

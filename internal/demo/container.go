@@ -87,13 +87,13 @@ func (d *Demo) reset(ctx context.Context, st *State, name, g string) error {
 		if err = os.MkdirAll(filepath.Join(d.ctDir(name), "delta"), 0o755); err == nil {
 			err = os.MkdirAll(d.rootfs(name), 0o755)
 		}
-	case "btrfs":
-		if err = clone.Remove(ctx, d.rootfs(name)); err == nil {
-			err = clone.TreeWith(ctx, d.genDir(g), d.rootfs(name), clone.Snapshot)
+	default: // btrfs snapshots the generation, dir copies it
+		m := clone.Copy
+		if d.Backend == "btrfs" {
+			m = clone.Snapshot
 		}
-	default:
 		if err = clone.Remove(ctx, d.rootfs(name)); err == nil {
-			err = clone.TreeWith(ctx, d.genDir(g), d.rootfs(name), clone.Copy)
+			err = clone.TreeWith(ctx, d.genDir(g), d.rootfs(name), m)
 		}
 	}
 	if err == nil {

@@ -91,6 +91,7 @@ func (d *Demo) check(ctx context.Context, st *State, name string) error {
 
 // repair resets a broken container to each generation, newest first, and then to a clone of a healthy
 // container, until it passes check. Generations newer than the one that worked are set aside as broken.
+// The check leaves the container dirty; serve resets it to the (new) current generation afterwards.
 func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string]bool) (string, error) {
 	gens, err := d.generations()
 	if err != nil {
@@ -113,7 +114,7 @@ func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string
 				return "from its pristine state (generation " + g + ")", nil
 			}
 			return fmt.Sprintf("from archived generation %s (generations %s set aside as broken under %s/broken)",
-				g, strings.Join(gens[i+1:], ", "), d.store), d.reset(ctx, st, name, g)
+				g, strings.Join(gens[i+1:], ", "), d.store), nil
 		}
 		errs = append(errs, fmt.Errorf("generation %s: %w", g, err))
 	}
@@ -133,7 +134,7 @@ func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string
 			err = d.check(ctx, st, name)
 		}
 		if err == nil {
-			return fmt.Sprintf("from a clone of %s, now generation %s (every older generation failed and is set aside)", src, g), d.reset(ctx, st, name, g)
+			return fmt.Sprintf("from a clone of %s, now generation %s (every older generation failed and is set aside)", src, g), nil
 		}
 		errs = append(errs, fmt.Errorf("clone of %s: %w", src, err))
 	}

@@ -51,7 +51,7 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	finish := func(note string, err error) error {
 		st.LastUpgrade, st.UpgradeNote = time.Now(), note
 		d.stop(idle)
-		if rerr := d.reset(ctx, st, idle, mustCurrent(d, prev)); rerr != nil {
+		if rerr := d.reset(ctx, st, idle, currentOr(d, prev)); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		if err != nil {
@@ -105,7 +105,8 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	return finish(note, nil)
 }
 
-func mustCurrent(d *Demo, fallback string) string {
+// currentOr is the current generation, or fallback when it cannot be read.
+func currentOr(d *Demo, fallback string) string {
 	if g, err := d.current(); err == nil {
 		return g
 	}
