@@ -1,4 +1,4 @@
-cd /app
+cd /app || exit
 make setup-golpe
 make -j"$(nproc)"
 test -x /app/strfry

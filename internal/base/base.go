@@ -83,6 +83,7 @@ func spec(c *config.Config, arch string) rootfs.Spec {
 func Key(c *config.Config, arch string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "debootstrap=%s\ngo=%s\ngosha=%s\n", spec(c, arch).Key(), c.Base.GoVersion, c.Base.GoSHA256)
+	h.Write([]byte(SourcesList(c)))
 	err := fs.WalkDir(recipe.Files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -189,10 +190,13 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 		return res, err
 	}
 
-	step = job.Step("apt-get update and full-upgrade")
+	step = job.Step("apt-get update and full-upgrade from " + strings.Join(suites(c), ", "))
 	script, err := fs.ReadFile(recipe.Files, "provision.sh")
 	if err == nil {
 		err = installHostCAs(staging)
+	}
+	if err == nil {
+		err = writeIn(staging, "etc/apt/sources.list", []byte(SourcesList(c)))
 	}
 	if err == nil {
 		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"},
@@ -224,6 +228,41 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	}
 	slog.Info("base built", "dir", dir, "key", key, "password", PasswordFile(c))
 	return res, nil
+}
+
+// suites are the suites of the base's sources.list: [Base] Suite and its ExtraSuites.
+func suites(c *config.Config) []string {
+	out := []string{c.Base.Suite}
+	for _, x := range c.Base.ExtraSuites {
+		out = append(out, c.Base.Suite+"-"+x)
+	}
+	return out
+}
+
+// SourcesList is the base's /etc/apt/sources.list: [Base] Suite from the mirror with its updates and
+// backports, and the security suite from [Base] SecurityMirror, so that every machine, every demo container
+// and every nightly upgrade gets Debian's security updates.
+func SourcesList(c *config.Config) string {
+	var b strings.Builder
+	b.WriteString("# Written by berth ([Base] Suite, ExtraSuites, Mirror, SecurityMirror).\n")
+	for _, s := range suites(c) {
+		mirror := c.Base.Mirror
+		if strings.HasSuffix(s, "-security") {
+			mirror = c.Base.SecurityMirror
+		}
+		fmt.Fprintf(&b, "deb %s %s main\n", mirror, s)
+	}
+	return b.String()
+}
+
+// writeIn writes rel under dir through os.Root (mode 0644).
+func writeIn(dir, rel string, data []byte) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return root.WriteFile(rel, data, 0o644)
 }
 
 // installShellEnv puts Go on the PATH of login shells (profile.d) and of interactive non-login shells

@@ -47,6 +47,8 @@ func TestKeyCoversEveryInput(t *testing.T) {
 		"suite":    {"BERTH_BASE_SUITE": "trixie"},
 		"mirror":   {"BERTH_BASE_MIRROR": "http://ftp.de.debian.org/debian"},
 		"packages": {"BERTH_BASE_PACKAGES": "systemd dbus ca-certificates vim"},
+		"suites":   {"BERTH_BASE_EXTRASUITES": "updates"},
+		"security": {"BERTH_BASE_SECURITYMIRROR": "http://security.debian.org/debian-security"},
 		"go":       {"BERTH_BASE_GOVERSION": "1.25.1", "BERTH_BASE_GOSHA256": sha},
 	} {
 		k, err := Key(testConfig(t, env), "amd64")
@@ -208,6 +210,14 @@ func TestBuild(t *testing.T) {
 	if !strings.Contains(string(out), "go version go"+goVersion) || !strings.Contains(string(out), "sum.golang.org") {
 		t.Fatalf("go in the base: %s", out)
 	}
+	// apt knows the security and updates suites: every image and nightly upgrade gets security updates.
+	out, err = nspawn.Exec{Dir: res.Dir, Argv: []string{"apt-cache", "policy"}}.Run(ctx)
+	for _, suite := range []string{"n=bookworm-security", "n=bookworm-updates", "n=bookworm,"} {
+		if err != nil || !strings.Contains(string(out), suite) {
+			t.Fatalf("apt-cache policy in the base lacks %s: %v\n%s", suite, err, out)
+		}
+	}
+	t.Logf("base sources.list:\n%s", SourcesList(c))
 	out, err = nspawn.Exec{Dir: res.Dir, Argv: []string{"/bin/bash", "-ic", "command -v go"}}.Run(ctx)
 	if err != nil || strings.TrimSpace(string(out)) != "/usr/local/go/bin/go" {
 		t.Fatalf("interactive shell does not find go: %q %v", out, err)

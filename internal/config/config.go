@@ -45,6 +45,8 @@ type Paths struct{ Machines, NSpawn, Units, Srv, State, Cache, LXC, Binary strin
 // Base describes the base rootfs.
 type Base struct {
 	Suite, Mirror                  string
+	ExtraSuites                    []string // suffixes of the suites beside Suite in sources.list: updates, security, backports
+	SecurityMirror                 string
 	Packages                       []string
 	GoVersion, GoTarball, GoSHA256 string
 }
@@ -61,6 +63,7 @@ type Relay struct {
 // Demo configures the LXC demo.
 type Demo struct {
 	Domain, Image string
+	User          string // the demo user visitors log in as
 	Containers    []string
 	Bridge        string
 	Subnet        netip.Prefix

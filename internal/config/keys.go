@@ -153,6 +153,23 @@ var keys = []key{
 		}
 		return errors.New("expected an http(s):// URL or a file:/// path of a Debian archive")
 	}},
+	{"Base", "ExtraSuites", "updates security", func(c *Config, v string) error {
+		c.Base.ExtraSuites = nil
+		for _, w := range words(v) {
+			if w != "updates" && w != "security" && w != "backports" {
+				return fmt.Errorf("%q: expected any of updates, security, backports (empty: only [Base] Suite)", w)
+			}
+			c.Base.ExtraSuites = append(c.Base.ExtraSuites, w)
+		}
+		return nil
+	}},
+	{"Base", "SecurityMirror", "http://deb.debian.org/debian-security", func(c *Config, v string) error {
+		if strings.HasPrefix(v, "file:///") || httpURL(v) == nil {
+			c.Base.SecurityMirror = v
+			return nil
+		}
+		return errors.New("expected an http(s):// URL or a file:/// path of Debian's security archive")
+	}},
 	{"Base", "Packages", "systemd dbus ca-certificates", func(c *Config, v string) error {
 		for _, p := range words(v) {
 			if !pkgRE.MatchString(p) {
@@ -242,6 +259,13 @@ var keys = []key{
 		c.Demo.Image = v
 		return nil
 	}},
+	{"Demo", "User", "demo", func(c *Config, v string) error {
+		if err := ValidName(v); err != nil {
+			return err
+		}
+		c.Demo.User = v
+		return nil
+	}},
 	{"Demo", "Containers", "demo1 demo2", func(c *Config, v string) error { return names(&c.Demo.Containers, 2)(c, v) }},
 	{"Demo", "Bridge", "berthdemo0", func(c *Config, v string) error {
 		if !ifnameRE.MatchString(v) || v == "." || v == ".." {
@@ -273,9 +297,9 @@ var keys = []key{
 		}
 		return optional(listenAddr, &c.Demo.HTTPS)(c, v)
 	}},
-	{"Demo", "HealthPath", "/", func(c *Config, v string) error {
-		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n") {
-			return errors.New("expected a URL path starting with / and without spaces")
+	{"Demo", "HealthPath", "", func(c *Config, v string) error {
+		if v != "" && (!strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n")) {
+			return errors.New("expected a URL path starting with / and without spaces (empty: the image's [Serve] HealthPath)")
 		}
 		c.Demo.HealthPath = v
 		return nil

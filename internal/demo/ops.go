@@ -47,7 +47,7 @@ func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
 	}
 	defer l.Release()
 	cur, _ := d.current()
-	if force || cur == "" || !image.Fresh(d.c, fsys, d.cfg.Image, d.genDir(cur)) {
+	if force || cur == "" || !image.Fresh(d.c, fsys, d.cfg.Image, d.genDir(cur), nil) {
 		staging := filepath.Join(d.store, "staging")
 		if err := os.MkdirAll(d.store, 0o700); err != nil {
 			return err

@@ -13,7 +13,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"berth/internal/base"
@@ -47,9 +49,26 @@ func lockFile(c *config.Config, name string) string {
 
 // Options change Install.
 type Options struct {
-	Sources map[string]string // source name → local checkout or tarball replacing its git URL
-	DryRun  bool              // print the plan, change nothing
-	Out     io.Writer         // where the plan goes (DryRun)
+	Sources  map[string]string // source name → local checkout or tarball replacing its git URL
+	DryRun   bool              // print the plan, change nothing
+	Out      io.Writer         // where the plan goes (DryRun)
+	Settings []Setting         // what the build offers the provision script ([Settings] Receive takes from it)
+	Booter   Booter            // boots the tree for images with [Image] Boot = yes
+}
+
+// A Booter boots a staging tree with systemd as PID 1, with a network, for provisioning that needs running
+// services (an installer that restarts them, a database the script fills).
+type Booter interface {
+	Boot(ctx context.Context, dir string, log io.Writer) (Guest, error)
+}
+
+// A Guest is a booted staging tree.
+type Guest interface {
+	// Run runs argv inside with a clean environment plus env, stdin on its standard input, both output
+	// streams to out.
+	Run(ctx context.Context, env map[string]string, stdin io.Reader, out io.Writer, timeout time.Duration, argv ...string) error
+	// Shutdown stops the guest cleanly (it is killed after a bound) and releases what Boot made.
+	Shutdown(ctx context.Context) error
 }
 
 // SourceOverrides reads BERTH_SOURCE_<NAME>=<path> from the environment.
@@ -69,6 +88,7 @@ type Stamp struct {
 	Image    string    `json:"image"`
 	BaseKey  string    `json:"base_key"`
 	Manifest string    `json:"manifest_sha256"`
+	Settings string    `json:"settings,omitempty"` // a hash of what the provision script received
 	Built    time.Time `json:"-"`
 }
 
@@ -150,7 +170,7 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 }
 
 // buildSteps are the steps every image takes into dir: a clone of the base, the sources, the files,
-// the provision script, the root password and the stamp.
+// the provision script (booted or not), the root password and the stamp.
 func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Options, baseKey string, method *clone.Method) []step {
 	steps := []step{{"clone the base " + base.Dir(c) + " into " + dir, func(ctx context.Context, _ io.Writer) error {
 		if err := clone.Remove(ctx, dir); err != nil {
@@ -158,6 +178,9 @@ func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Opti
 		}
 		used, err := clone.Tree(ctx, base.Dir(c), dir)
 		*method = used
+		if err == nil && !m.Go { // 240 MB an image that builds no Go does not need
+			err = removeIn(dir, "usr/local/go")
+		}
 		return err
 	}}}
 	for _, s := range m.Sources {
@@ -166,16 +189,32 @@ func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Opti
 	steps = append(steps, step{"files, data directories and skeleton under " + c.Paths.Srv, func(context.Context, io.Writer) error {
 		return m.placeFiles(c, fsys, dir)
 	}})
-	steps = append(steps, step{fmt.Sprintf("provision inside: apt-get install %s; %s; systemctl enable %s",
-		strings.Join(m.Packages, " "), m.Provision, strings.Join(m.Enable, " ")), func(ctx context.Context, out io.Writer) error {
-		return m.provision(ctx, fsys, dir, out)
+	how := "inside"
+	if m.Boot {
+		how = "in the booted tree"
+	}
+	var sum string
+	steps = append(steps, step{fmt.Sprintf("provision %s: apt-get install %s; %s; systemctl enable %s (log under %s)", how,
+		strings.Join(m.Packages, " "), m.Provision, strings.Join(m.Enable, " "), LogDir(c)), func(ctx context.Context, out io.Writer) (err error) {
+		sum, err = m.provision(ctx, c, fsys, dir, opts, out)
+		return err
 	}})
 	return append(steps, step{"root password (" + PasswordFile(c, m.Name) + ")", func(ctx context.Context, _ io.Writer) error {
 		if err := base.SetRootPassword(ctx, dir, PasswordFile(c, m.Name)); err != nil {
 			return err
 		}
-		return fsx.WriteJSONIn(dir, "etc/berth/image.json", Stamp{Image: m.Name, BaseKey: baseKey, Manifest: manifestSum(fsys, m.Name)})
+		return fsx.WriteJSONIn(dir, "etc/berth/image.json", Stamp{Image: m.Name, BaseKey: baseKey, Manifest: manifestSum(fsys, m.Name), Settings: sum})
 	}})
+}
+
+// removeIn removes rel under dir through os.Root.
+func removeIn(dir, rel string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return root.RemoveAll(rel)
 }
 
 // BuildTree builds image name from the base into dir (replaced if present), with the same steps as
@@ -351,7 +390,108 @@ export DEBIAN_FRONTEND=noninteractive HOME=/root PATH=/usr/local/go/bin:/usr/loc
 export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 `
 
-func (m *Manifest) provision(ctx context.Context, fsys fs.FS, dir string, out io.Writer) error {
+// LogDir holds one full provisioning log per build.
+func LogDir(c *config.Config) string { return filepath.Join(c.Paths.State, "logs", "build") }
+
+// provision runs the packages step, the image's script and the enables inside dir: with systemd-nspawn
+// without booting, or, for [Image] Boot = yes, in the tree booted by opts.Booter. The image folder and the
+// setting files are placed under /var/lib/berth-build for the run and removed after it. The whole output
+// goes to a log file under LogDir; an error names it and carries the output's last lines. It returns the
+// hash of the settings received, for the image's stamp.
+func (m *Manifest) provision(ctx context.Context, c *config.Config, fsys fs.FS, dir string, opts Options, out io.Writer) (string, error) {
+	e, err := m.environment(opts.Settings)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(LogDir(c), 0o700); err != nil {
+		return "", err
+	}
+	logPath := filepath.Join(LogDir(c), m.Name+"-"+time.Now().Format("20060102-150405")+".log")
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer log.Close()
+	tail := &tailBuffer{max: 20}
+	w := io.MultiWriter(log, out, tail)
+	fmt.Fprintf(log, "### berth: provisioning image %s in %s (booted: %v)\n### settings received:\n", m.Name, dir, m.Boot)
+	for _, l := range e.log {
+		fmt.Fprintf(log, "###   %s\n", l)
+	}
+	if err := m.placeBuildDir(fsys, dir, e); err != nil {
+		return "", err
+	}
+	defer removeIn(dir, buildDir)
+	script := strings.NewReader(m.script())
+	argv := []string{"/bin/bash", "-euo", "pipefail", "-s"}
+	if m.Boot {
+		err = m.provisionBooted(ctx, dir, opts.Booter, e.vars, script, w, argv)
+	} else {
+		_, err = nspawn.Exec{Dir: dir, Argv: argv, Env: e.vars, Stdin: script, Output: w, Timeout: time.Hour}.Run(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(log, "### berth: provisioning failed: %v\n", err)
+		return "", fmt.Errorf("provision failed (full log: %s): %s", logPath, tail.String())
+	}
+	return e.sum, removeIn(dir, buildDir)
+}
+
+// provisionBooted boots dir, waits until its systemd has finished booting (running or degraded), runs the
+// script and shuts the tree down cleanly.
+func (m *Manifest) provisionBooted(ctx context.Context, dir string, b Booter, vars map[string]string, script io.Reader, w io.Writer, argv []string) (err error) {
+	if b == nil {
+		return fmt.Errorf("image %s provisions in a booted tree ([Image] Boot = yes), which only demo builds provide so far", m.Name)
+	}
+	g, err := b.Boot(ctx, dir, w)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, g.Shutdown(context.WithoutCancel(ctx))) }()
+	var state run.SyncBuffer
+	// is-system-running --wait exits non-zero for "degraded": the state it prints is what counts.
+	_ = g.Run(ctx, nil, nil, io.MultiWriter(&state, w), 5*time.Minute, "systemctl", "is-system-running", "--wait")
+	if s := strings.TrimSpace(state.String()); s != "running" && s != "degraded" {
+		return fmt.Errorf("the booted tree did not finish booting: systemctl is-system-running says %q", s)
+	}
+	return g.Run(ctx, vars, script, w, 2*time.Hour, argv...)
+}
+
+// placeBuildDir copies the image folder and the setting files into dir's build directory, through os.Root.
+func (m *Manifest) placeBuildDir(fsys fs.FS, dir string, e env) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if err := root.RemoveAll(buildDir); err != nil {
+		return err
+	}
+	if err := root.MkdirAll(path.Join(buildDir, "image"), 0o700); err != nil {
+		return err
+	}
+	sub, err := fs.Sub(fsys, m.Name)
+	if err != nil {
+		return err
+	}
+	if err := copyInto(root, path.Join(buildDir, "image"), sub, false); err != nil {
+		return err
+	}
+	for rel, host := range e.files {
+		b, err := os.ReadFile(host)
+		if err != nil {
+			return err
+		}
+		if err := root.WriteFile(rel, b, 0o400); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// script is what provisioning runs: the prelude, the packages, the image's own script (sourced from the
+// build directory, so that errors name its own lines), the units to enable, and the removal of logs and
+// caches that differ from one build to the next, so that an unchanged image rebuilds identically.
+func (m *Manifest) script() string {
 	var sb strings.Builder
 	sb.WriteString(provisionPrelude)
 	if len(m.Packages) > 0 {
@@ -359,33 +499,44 @@ func (m *Manifest) provision(ctx context.Context, fsys fs.FS, dir string, out io
 		fmt.Fprintf(&sb, "apt-get -q -y --no-install-recommends -o Dpkg::Options::=--force-confold install %s\n", strings.Join(m.Packages, " "))
 	}
 	if m.Provision != "" {
-		// The image folder is bound read-only at /run/berth-image, so errors name provision.sh's own lines.
-		fmt.Fprintf(&sb, "source /run/berth-image/%s\n", m.Provision)
+		fmt.Fprintf(&sb, "source /%s/image/%s\n", buildDir, m.Provision)
 	}
 	if len(m.Enable) > 0 {
 		fmt.Fprintf(&sb, "systemctl enable %s\n", strings.Join(m.Enable, " "))
 	}
-	// Logs and caches that differ from one build to the next go, so that an unchanged image rebuilds identically.
 	sb.WriteString("apt-get clean\nrm -f /var/log/dpkg.log /var/log/alternatives.log /var/log/apt/*.log /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old /var/lib/dpkg/*-old\n")
-	imgDir, err := os.MkdirTemp("", "berth-image-")
-	if err != nil {
-		return err
+	return sb.String()
+}
+
+// tailBuffer keeps the last max lines written to it.
+type tailBuffer struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+	part  string
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	parts := strings.Split(t.part+string(p), "\n")
+	t.part = parts[len(parts)-1]
+	for _, l := range parts[:len(parts)-1] {
+		if l = strings.TrimSpace(l); l != "" && !strings.Contains(l, nspawn.Harmless) {
+			t.lines = append(t.lines, l)
+		}
 	}
-	defer os.RemoveAll(imgDir)
-	sub, err := fs.Sub(fsys, m.Name)
-	if err != nil {
-		return err
+	if len(t.lines) > t.max {
+		t.lines = t.lines[len(t.lines)-t.max:]
 	}
-	if err := os.CopyFS(imgDir, sub); err != nil {
-		return err
-	}
-	_, err = nspawn.Exec{Dir: dir, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"}, Stdin: strings.NewReader(sb.String()),
-		Output: out, BindRO: []string{imgDir + ":/run/berth-image"}, Timeout: time.Hour}.Run(ctx)
-	var re *run.Error
-	if errors.As(err, &re) {
-		return fmt.Errorf("provision failed: %s", re.Output)
-	}
-	return err
+	return len(p), nil
+}
+
+// String is the kept lines, newest last, joined with " | " so that an error stays one line.
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(slices.DeleteFunc(append(t.lines, strings.TrimSpace(t.part)), func(l string) bool { return l == "" }), " | ")
 }
 
 // sourceStep fetches a pinned source (or its local override) into the rootfs at Dest.
@@ -456,8 +607,13 @@ func placeSource(ctx context.Context, dir string, s Source, from string) error {
 
 // Fresh tells whether the tree at dir was built from image name as it is now: the current base and the
 // current manifest folder.
-func Fresh(c *config.Config, fsys fs.FS, name, dir string) bool {
+func Fresh(c *config.Config, fsys fs.FS, name, dir string, settings []Setting) bool {
 	st, err := ReadStamp(dir)
 	b, berr := base.ReadStamp(base.Dir(c))
-	return err == nil && berr == nil && st.Image == name && st.BaseKey == b.Key && st.Manifest == manifestSum(fsys, name)
+	m, merr := Load(fsys, name)
+	if err != nil || berr != nil || merr != nil {
+		return false
+	}
+	e, eerr := m.environment(settings)
+	return eerr == nil && st.Image == name && st.BaseKey == b.Key && st.Manifest == manifestSum(fsys, name) && st.Settings == e.sum
 }

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"path"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,6 +37,19 @@ type Manifest struct {
 	HealthTCP   string
 	HealthFile  string // a file under [Paths] Srv whose presence means the first run finished
 	NSpawn      []*unit.UnitSection
+	Boot        bool     // provision in the booted tree, systemd as PID 1 (default: containers yes, machines no)
+	Go          bool     // keep the base's Go toolchain (default: machines yes, containers no)
+	Receive     []string // berth's settings the provision script receives as environment variables
+	HostEnv     []string // NAME: the host's BERTH_<IMAGE>_<NAME> passed to the provision script when set
+	Serve       Serve    // how a demo container serves (containers only)
+}
+
+// Serve is how a demo container's payload answers: the scheme and port its front talks to, with SNI and
+// Host set to the demo's domain, and the path of its health check (answered 2xx, redirects not followed).
+type Serve struct {
+	Scheme     string // http (default) or https
+	Port       int    // default 80 for http, 443 for https
+	HealthPath string // default /
 }
 
 // Copy puts a file of the image folder into the rootfs.
@@ -64,6 +80,7 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 		return nil, fmt.Errorf("image %s: image.conf: %w", name, err)
 	}
 	m := &Manifest{Name: name, Kind: "machine"}
+	var boot, goTool *bool
 	for _, s := range sections {
 		bad := func(e *unit.UnitEntry, why string) error {
 			return fmt.Errorf("image %s: image.conf [%s] %s=%s: %s", name, s.Section, e.Name, e.Value, why)
@@ -91,6 +108,42 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 				m.Provision = v
 			case "Image.Enable":
 				m.Enable = append(m.Enable, strings.Fields(v)...)
+			case "Image.Boot", "Image.Go":
+				b, err := strconv.ParseBool(map[string]string{"yes": "true", "no": "false"}[v])
+				if err != nil {
+					return nil, bad(e, "expected yes or no")
+				}
+				*map[string]**bool{"Boot": &boot, "Go": &goTool}[e.Name] = &b
+			case "Settings.Receive":
+				for _, n := range strings.Fields(v) {
+					if _, ok := Offered[n]; !ok {
+						return nil, bad(e, "unknown setting "+n+"; berth offers "+strings.Join(slices.Sorted(maps.Keys(Offered)), " "))
+					}
+					m.Receive = append(m.Receive, n)
+				}
+			case "Settings.Host":
+				for _, n := range strings.Fields(v) {
+					if !envNameRE.MatchString(n) {
+						return nil, bad(e, "expected upper-case names such as APT_REPOSITORY")
+					}
+					m.HostEnv = append(m.HostEnv, n)
+				}
+			case "Serve.Scheme":
+				if v != "http" && v != "https" {
+					return nil, bad(e, "expected http or https")
+				}
+				m.Serve.Scheme = v
+			case "Serve.Port":
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 65535 {
+					return nil, bad(e, "expected a port between 1 and 65535")
+				}
+				m.Serve.Port = n
+			case "Serve.HealthPath":
+				if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
+					return nil, bad(e, "expected a URL path starting with /")
+				}
+				m.Serve.HealthPath = v
 			case "Files.Copy":
 				parts := strings.Split(v, ":")
 				if len(parts) < 2 || len(parts) > 3 || !strings.HasPrefix(parts[1], "/") {
@@ -127,6 +180,14 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 			}
 		}
 	}
+	m.Boot, m.Go = m.Kind == "container", m.Kind == "machine"
+	if boot != nil {
+		m.Boot = *boot
+	}
+	if goTool != nil {
+		m.Go = *goTool
+	}
+	m.Serve = m.Serve.withDefaults()
 	for _, s := range m.Sources {
 		if config.ValidName(s.Name) != nil || s.URL == "" || s.Ref == "" || !strings.HasPrefix(s.Dest, "/") {
 			return nil, fmt.Errorf("image %s: [Source] %q needs Name, URL, a pinned Ref and an absolute Dest", name, s.Name)
@@ -134,6 +195,21 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 	}
 	return m, nil
 }
+
+func (s Serve) withDefaults() Serve {
+	if s.Scheme == "" {
+		s.Scheme = "http"
+	}
+	if s.Port == 0 {
+		s.Port = map[string]int{"http": 80, "https": 443}[s.Scheme]
+	}
+	if s.HealthPath == "" {
+		s.HealthPath = "/"
+	}
+	return s
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,40}$`)
 
 // NSpawnFile renders the machine's .nspawn settings: the manifest's own sections plus the data binds.
 func (m *Manifest) NSpawnFile(srv string) string {

@@ -25,8 +25,8 @@ type Exec struct {
 	Timeout  time.Duration
 }
 
-// harmless is the warning systemd-nspawn prints at exit where systemd is not PID 1 (see design.md).
-const harmless = `Attempted to remove disk file system under "/run/systemd/nspawn/propagate/`
+// Harmless is the warning systemd-nspawn prints at exit where systemd is not PID 1 (see design.md).
+const Harmless = `Attempted to remove disk file system under "/run/systemd/nspawn/propagate/`
 
 // CommandLine returns the systemd-nspawn command line for e. It does not register with machined and keeps the
 // caller's unit, so it works both on a systemd host and where systemd is not PID 1.
@@ -50,7 +50,7 @@ func (e Exec) CommandLine() []string {
 // Run runs the command and returns its output when Output is nil.
 func (e Exec) Run(ctx context.Context) ([]byte, error) {
 	return run.Cmd{Argv: e.CommandLine(), Stdin: e.Stdin, Stdout: e.Output, Stderr: e.Output, Timeout: e.Timeout,
-		Ignore: []string{harmless}}.Run(ctx)
+		Ignore: []string{Harmless}}.Run(ctx)
 }
 
 // HostFlags starts a systemd-nspawn command line for an interactive machine: registered with machined on

@@ -24,7 +24,7 @@ var Host = []string{
 }
 
 // Test lists what the test suite needs on top of Host.
-var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client"}
+var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client", "shellcheck", "apt-utils"}
 
 // SysctlFile is where berth keeps its kernel settings.
 const SysctlFile = "/etc/sysctl.d/60-berth.conf"
