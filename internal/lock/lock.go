@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"berth/internal/wait"
 )
 
 // Lock is a held lock; Release lets it go. The kernel releases it too if the process dies, so a crash never
@@ -35,33 +37,24 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(timeout)
-	wait := 20 * time.Millisecond
-	for {
+	logged := false
+	err = wait.Until(ctx, timeout, 100*time.Millisecond, func(context.Context) (bool, error) {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			break
+			return true, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+			return true, fmt.Errorf("lock %s: %w", path, err)
 		}
-		if wait == 20*time.Millisecond {
+		if !logged {
 			slog.Info("waiting for lock", "lock", path, "held by", Holder(path), "up to", timeout)
+			logged = true
 		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s is held by %s after waiting %s: %w", path, Holder(path), timeout, ErrTimeout)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-		if wait < 500*time.Millisecond {
-			wait *= 2
-		}
+		return false, fmt.Errorf("lock %s is held by %s after waiting %s: %w", path, Holder(path), timeout, ErrTimeout)
+	})
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(fmt.Sprintf("%d %s\n", os.Getpid(), what)), 0)
