@@ -20,6 +20,7 @@ import (
 	"berth/internal/fsx"
 	"berth/internal/lock"
 	"berth/internal/run"
+	"berth/internal/systemd"
 )
 
 // ManifestPath is where units:install records the files it installed: [Paths] State/units.manifest.
@@ -87,20 +88,10 @@ func (r Report) String() string {
 }
 
 // ErrNoSystemd says why nothing could be enabled or started.
-var ErrNoSystemd = errors.New("systemd is not running on this host (no /run/systemd/system)")
+var ErrNoSystemd = systemd.ErrNoSystemd
 
 // systemdDirs are the directories systemd loads units from, where units:install may write.
 var systemdDirs = []string{"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"}
-
-// systemdRunDir exists when systemd runs (sd_booted); a variable for tests.
-var systemdRunDir = "/run/systemd/system"
-
-func connect(ctx context.Context) (*sd.Conn, error) {
-	if _, err := os.Stat(systemdRunDir); err != nil {
-		return nil, ErrNoSystemd
-	}
-	return sd.NewSystemConnectionContext(ctx)
-}
 
 // Install builds or copies the binary into [Paths] Binary, writes the generated units into [Paths] Units
 // (atomically, only those that changed), removes the ones berth installed before and does not generate
@@ -122,7 +113,7 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 		return rep, err
 	}
 	defer l.Release()
-	conn, connErr := connect(ctx)
+	conn, connErr := systemd.Connect(ctx)
 	if conn != nil {
 		defer conn.Close()
 		if !slices.Contains(systemdDirs, filepath.Clean(c.Paths.Units)) {
@@ -208,10 +199,8 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 		if name == Demo {
 			timeout = DemoStartTimeout + time.Minute
 		}
-		if err := job(ctx, timeout, name, "start", func(ctx context.Context, ch chan<- string) (int, error) {
-			return conn.StartUnitContext(ctx, name, "replace", ch)
-		}); err != nil {
-			return rep, err
+		if err := systemd.Job(ctx, conn, "start", name, timeout); err != nil {
+			return rep, fmt.Errorf("units: %w", err)
 		}
 		rep.Started = append(rep.Started, name+skippedBy(ctx, conn, name))
 	}
@@ -251,7 +240,7 @@ func Uninstall(ctx context.Context, c *config.Config) (Report, error) {
 			names = append(names, p)
 		}
 	}
-	conn, connErr := connect(ctx)
+	conn, connErr := systemd.Connect(ctx)
 	if conn != nil {
 		defer conn.Close()
 		if err := stopDisable(ctx, conn, c.Paths.Units, names, &rep); err != nil {
@@ -318,10 +307,8 @@ func stopDisable(ctx context.Context, conn *sd.Conn, dir string, names []string,
 		if n == Demo {
 			timeout = DemoStopTimeout + time.Minute
 		}
-		if err := job(ctx, timeout, n, "stop", func(ctx context.Context, ch chan<- string) (int, error) {
-			return conn.StopUnitContext(ctx, n, "replace", ch)
-		}); err != nil {
-			return err
+		if err := systemd.Job(ctx, conn, "stop", n, timeout); err != nil {
+			return fmt.Errorf("units: %w", err)
 		}
 		rep.Stopped = append(rep.Stopped, n)
 	}
@@ -378,25 +365,6 @@ func removeLinks(dir string, names []string) ([]string, error) {
 		}
 	}
 	return out, errors.Join(errs...)
-}
-
-// job runs one unit job and waits for its result.
-func job(ctx context.Context, timeout time.Duration, name, verb string, do func(context.Context, chan<- string) (int, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	ch := make(chan string, 1)
-	if _, err := do(ctx, ch); err != nil {
-		return fmt.Errorf("units: %s %s: %w", verb, name, err)
-	}
-	select {
-	case res := <-ch:
-		if res != "done" && res != "skipped" {
-			return fmt.Errorf("units: %s %s: job %s (journalctl -u %s)", verb, name, res, name)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("units: %s %s: no result after %s: %w", verb, name, timeout, ctx.Err())
-	}
 }
 
 // envNotes warns about configuration taken from this process's environment, which the units do not see:

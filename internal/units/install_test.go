@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"berth/internal/fsx"
+	"berth/internal/systemd"
 	"berth/internal/testutil"
 )
 
@@ -17,8 +18,8 @@ import (
 // says what was not enabled, a second run changes nothing, a configuration change removes what is no longer
 // generated, and Uninstall removes exactly the manifest's files and the symlinks to them.
 func TestInstallWithoutSystemd(t *testing.T) {
-	systemdRunDir = filepath.Join(t.TempDir(), "no-systemd")
-	t.Cleanup(func() { systemdRunDir = "/run/systemd/system" })
+	systemd.RunDir = filepath.Join(t.TempDir(), "no-systemd")
+	t.Cleanup(func() { systemd.RunDir = "/run/systemd/system" })
 	tmp := t.TempDir()
 	conf := "[Paths]\nUnits=" + tmp + "/units\nState=" + tmp + "/state\nBinary=" + tmp + "/sbin/berth\n"
 	c := loadConfig(t, conf, nil)

@@ -48,6 +48,7 @@ import (
 	"github.com/coreos/go-systemd/v22/unit"
 
 	"berth/internal/config"
+	"berth/internal/systemd/unitname"
 )
 
 // The units berth generates.
@@ -328,7 +329,7 @@ func Generate(c *config.Config) ([]File, error) {
 
 	var wants []string
 	for _, m := range c.Relay.Machines {
-		wants = append(wants, nspawnUnit(m))
+		wants = append(wants, unitname.NSpawn(m))
 	}
 	b = (&builder{}).unit("Description", "berth relay machines: "+strings.Join(c.Relay.Machines, ", ")).
 		unit("Wants", strings.Join(wants, " ")).
@@ -337,15 +338,13 @@ func Generate(c *config.Config) ([]File, error) {
 	add(Machines, []string{"Starts the relay machines at boot; the " + OrderDropIn + " drop-ins start them in [Relay] Machines order."}, b)
 	for i := 1; i < len(c.Relay.Machines); i++ {
 		prev, m := c.Relay.Machines[i-1], c.Relay.Machines[i]
-		b = (&builder{}).unit("After", nspawnUnit(prev))
-		add(nspawnUnit(m)+".d/"+OrderDropIn, []string{"[Relay] Machines order: " + m + " starts after " + prev + " when both start together (at boot)."}, b)
+		b = (&builder{}).unit("After", unitname.NSpawn(prev))
+		add(unitname.NSpawn(m)+".d/"+OrderDropIn, []string{"[Relay] Machines order: " + m + " starts after " + prev + " when both start together (at boot)."}, b)
 	}
 
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	return files, nil
 }
-
-func nspawnUnit(machine string) string { return "systemd-nspawn@" + machine + ".service" }
 
 // DefaultConfig is the configuration units/ is generated from: every default, no environment, and
 // BERTH_CONFIG at its default path.
