@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/magefile/mage/mg"
 
-	"berth/internal/machines"
+	"berth/internal/fleet"
 )
 
 // Machine works on any image folder by name (machine:install haproxy, ...).
@@ -13,28 +13,28 @@ type Machine mg.Namespace
 // (a running machine restarts on the new tree). PLAN=1 prints every step instead. BERTH_SOURCE_<NAME>=<path>
 // replaces a git source with a local checkout or tarball; BERTH_IMAGES=<dir> reads image folders from dir
 // instead of the ones compiled into berth.
-func (Machine) Install(image string) error { return machines.Do("install", image) }
+func (Machine) Install(image string) error { return fleet.Do("install", image) }
 
 // Clean stops the machine and removes its rootfs, .nspawn file and password; data under [Paths] Srv stays.
-func (Machine) Clean(image string) error { return machines.Do("clean", image) }
+func (Machine) Clean(image string) error { return fleet.Do("clean", image) }
 
 // Purge deletes the machine's data directories under [Paths] Srv after naming them; it needs CONFIRM=<image>.
-func (Machine) Purge(image string) error { return machines.Do("purge", image) }
+func (Machine) Purge(image string) error { return fleet.Do("purge", image) }
 
 // Console starts the machine if needed, prints where its root password is, and logs in.
-func (Machine) Console(image string) error { return machines.Do("console", image) }
+func (Machine) Console(image string) error { return fleet.Do("console", image) }
 
 // Start starts the machine through systemd (systemd-nspawn@<image>.service).
-func (Machine) Start(image string) error { return machines.Do("start", image) }
+func (Machine) Start(image string) error { return fleet.Do("start", image) }
 
 // Stop stops the machine.
-func (Machine) Stop(image string) error { return machines.Do("stop", image) }
+func (Machine) Stop(image string) error { return fleet.Do("stop", image) }
 
 // Status prints one table: machine, state, enabled, health, ports, image build time.
-func (Machine) Status(image string) error { return machines.Do("status", image) }
+func (Machine) Status(image string) error { return fleet.Do("status", image) }
 
 // Enable starts the machine at boot.
-func (Machine) Enable(image string) error { return machines.Do("enable", image) }
+func (Machine) Enable(image string) error { return fleet.Do("enable", image) }
 
 // Logs prints the machine's recent journal.
-func (Machine) Logs(image string) error { return machines.Do("logs", image) }
+func (Machine) Logs(image string) error { return fleet.Do("logs", image) }

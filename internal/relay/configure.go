@@ -16,11 +16,11 @@ import (
 	"golang.org/x/crypto/acme"
 
 	"berth/internal/config"
+	"berth/internal/fleet"
 	"berth/internal/fsx"
 	"berth/internal/image"
 	"berth/internal/lock"
 	"berth/internal/machine"
-	"berth/internal/machines"
 	"berth/internal/run"
 	"berth/internal/tlsx"
 )
@@ -114,7 +114,7 @@ func startHealthy(ctx context.Context, c *config.Config, name string) error {
 	if err := machine.Start(ctx, name); err != nil {
 		return fmt.Errorf("relay: start %s: %w", name, err)
 	}
-	if err := machines.WaitHealthy(ctx, c, name); err != nil {
+	if err := fleet.WaitHealthy(ctx, c, name); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
 	return nil

@@ -1,5 +1,7 @@
-// Package machines is what the machine targets call: one function per action, for any image folder.
-package machines
+// Package fleet is what the machine targets call: it loads the configuration and dispatches an action string
+// (install, start, status, ...) to one machine or to every image folder, prints the status table, and waits
+// for a machine's health check. The lifecycle of one machine over D-Bus is internal/machine.
+package fleet
 
 import (
 	"context"
