@@ -25,6 +25,7 @@ import (
 	"berth/internal/lock"
 	"berth/internal/machine"
 	"berth/internal/run"
+	"berth/internal/wait"
 )
 
 // Do loads the configuration and runs action on the machine of image name.
@@ -204,19 +205,12 @@ func WaitHealthy(ctx context.Context, c *config.Config, name string) error {
 	}
 	if m.HealthFile != "" {
 		p := filepath.Join(c.Paths.Srv, m.HealthFile)
-		for {
+		return wait.Until(ctx, time.Until(deadline), 500*time.Millisecond, func(context.Context) (bool, error) {
 			if _, err := os.Stat(p); err == nil {
-				break
+				return true, nil
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("machine %s is not healthy: %s did not appear within %s", name, p, timeout)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
+			return false, fmt.Errorf("machine %s is not healthy: %s did not appear within %s", name, p, timeout)
+		})
 	}
 	return nil
 }
