@@ -27,6 +27,7 @@ import (
 	"berth/internal/machine"
 	"berth/internal/run"
 	"berth/internal/tlsx"
+	"berth/internal/wait"
 )
 
 // The ACME client answers HTTP-01 challenges through the running edge: for the few seconds of a
@@ -229,20 +230,16 @@ func answerThroughEdge(ctx context.Context, c *config.Config, answers map[string
 }
 
 func waitServed(ctx context.Context, url, want string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	return wait.Until(ctx, 20*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if strings.TrimSpace(string(b)) == want {
-				return nil
+				return true, nil
 			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("relay: the edge does not serve the ACME answer at %s after its reload", url)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false, fmt.Errorf("relay: the edge does not serve the ACME answer at %s after its reload", url)
+	})
 }
