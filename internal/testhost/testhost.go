@@ -49,6 +49,7 @@ import (
 	"berth/internal/rootfs"
 	"berth/internal/run"
 	"berth/internal/testutil"
+	"berth/internal/wait"
 )
 
 const (
@@ -361,47 +362,61 @@ func (h *Host) bootError(err error) error {
 // findLeader waits for the guest's systemd: the child of systemd-nspawn that is pid 1 of its own pid
 // namespace and has exec'd systemd (so its mounts are final).
 func (h *Host) findLeader(ctx context.Context, nspawn int, exited <-chan struct{}) (int, error) {
-	for {
-		if pid := leaderOf(nspawn); pid > 0 {
-			return pid, nil
+	pid, notYet := 0, fmt.Errorf("no systemd in the guest after %s", BootTimeout)
+	err := wait.Until(ctx, BootTimeout, 50*time.Millisecond, func(context.Context) (bool, error) {
+		if pid = leaderOf(nspawn); pid > 0 {
+			return true, nil
 		}
-		select {
-		case <-exited:
-			return 0, errors.New("systemd-nspawn exited before the guest's systemd started")
-		case <-ctx.Done():
-			return 0, fmt.Errorf("no systemd in the guest after %s", BootTimeout)
-		case <-time.After(50 * time.Millisecond):
+		if exitedNow(exited) {
+			return true, errors.New("systemd-nspawn exited before the guest's systemd started")
 		}
+		return false, notYet
+	})
+	if err != nil && ctx.Err() != nil {
+		return 0, notYet
 	}
+	return pid, err
 }
 
 // waitRunning asks the guest's systemd until startup has finished, and returns running or degraded.
 func (h *Host) waitRunning(ctx context.Context, exited <-chan struct{}) (string, error) {
-	last := ""
-	for {
+	state, last := "", ""
+	notRunning := func() error { return fmt.Errorf("not running after %s (last state %q)", BootTimeout, last) }
+	err := wait.Until(ctx, BootTimeout, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
 		// is-system-running exits non-zero for every state but running; its output is what counts.
 		out, err := h.exec(ctx, false, nil, []string{"systemctl", "is-system-running", "--wait"})
-		state := strings.TrimSpace(out)
+		state = strings.TrimSpace(out)
 		if i := strings.LastIndexByte(state, '\n'); i >= 0 {
 			state = strings.TrimSpace(state[i+1:])
 		}
 		switch state {
 		case "running", "degraded":
-			return state, nil
+			return true, nil
 		case "maintenance", "stopping":
-			return "", fmt.Errorf("system state %q", state)
+			return true, fmt.Errorf("system state %q", state)
 		}
 		last = state
 		if err != nil && state == "" {
 			last = err.Error()
 		}
-		select {
-		case <-exited:
-			return "", fmt.Errorf("systemd-nspawn exited while booting (last state %q)", last)
-		case <-ctx.Done():
-			return "", fmt.Errorf("not running after %s (last state %q)", BootTimeout, last)
-		case <-time.After(200 * time.Millisecond):
+		if exitedNow(exited) {
+			return true, fmt.Errorf("systemd-nspawn exited while booting (last state %q)", last)
 		}
+		return false, notRunning()
+	})
+	if err != nil && ctx.Err() != nil {
+		return "", notRunning()
+	}
+	return state, err
+}
+
+// exitedNow says whether exited is closed.
+func exitedNow(exited <-chan struct{}) bool {
+	select {
+	case <-exited:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -648,14 +663,12 @@ func (h *Host) killAll() {
 }
 
 func (h *Host) waitNoLeftovers(d time.Duration) []string {
-	deadline := time.Now().Add(d)
-	for {
-		left := h.Leftovers()
-		if len(left) == 0 || time.Now().After(deadline) {
-			return left
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var left []string
+	wait.Until(context.Background(), d, 100*time.Millisecond, func(context.Context) (bool, error) {
+		left = h.Leftovers()
+		return len(left) == 0, nil
+	})
+	return left
 }
 
 // logTail is the end of the boot log, as a suffix for an error.
