@@ -87,25 +87,59 @@ func Measure(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	var cleanups []func()
-	defer func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-		}
-		clone.Remove(context.Background(), work)
-	}()
+	s := &session{ctx: ctx, o: o, work: work, e: env{"BERTH_PATHS_STATE": filepath.Join(work, "state")}}
+	defer s.close()
 	facts := machineFacts(work)
-	var pairs []Pair
+	baseDir, err := s.baseRootfs()
+	if err != nil {
+		return err
+	}
+	btrfs, err := s.cloneBase(baseDir)
+	if err != nil {
+		return err
+	}
+	ov, ovEnv, err := s.demoReset(baseDir, btrfs)
+	if err != nil {
+		return err
+	}
+	runs, err := s.availability(ov)
+	if err != nil {
+		return err
+	}
+	if err := s.footprint(ovEnv); err != nil {
+		return err
+	}
+	return s.write(facts, runs)
+}
 
-	// 1. Base rootfs: bare debootstrap (the floor) vs berth with an empty cache, then berth with unchanged inputs.
-	e := env{"BERTH_PATHS_STATE": filepath.Join(work, "state")}
+// session is one Measure run: its work directory, what to undo at the end, the pairs measured so far.
+type session struct {
+	ctx      context.Context
+	o        Options
+	work     string
+	e        env
+	cleanups []func()
+	pairs    []Pair
+}
+
+func (s *session) close() {
+	for i := len(s.cleanups) - 1; i >= 0; i-- {
+		s.cleanups[i]()
+	}
+	clone.Remove(context.Background(), s.work)
+}
+
+// baseRootfs is step 1. Base rootfs: bare debootstrap (the floor) vs berth with an empty cache, then berth
+// with unchanged inputs. It returns the base the later steps start from.
+func (s *session) baseRootfs() (string, error) {
+	ctx, o, work, e := s.ctx, s.o, s.work, s.e
 	var cold, bare, warm []float64
 	var baseDir string
 	for r := range o.Rounds {
 		ce := e.with("BERTH_PATHS_CACHE", filepath.Join(work, fmt.Sprint("cache", r)), "BERTH_PATHS_MACHINES", filepath.Join(work, fmt.Sprint("machines", r)))
 		c, err := ce.config()
 		if err != nil {
-			return err
+			return "", err
 		}
 		os.MkdirAll(c.Paths.Machines, 0o755)
 		bareDir := filepath.Join(work, "debootstrap")
@@ -128,34 +162,34 @@ func Measure(ctx context.Context, o Options) error {
 		}
 		for _, side := range order(r, 2) {
 			if side == 0 {
-				s, err := timed(bareRun)
+				sec, err := timed(bareRun)
 				if err != nil {
-					return fmt.Errorf("debootstrap: %w", err)
+					return "", fmt.Errorf("debootstrap: %w", err)
 				}
-				bare = append(bare, s)
+				bare = append(bare, sec)
 			} else {
-				s, err := timed(berthRun)
+				sec, err := timed(berthRun)
 				if err != nil {
-					return err
+					return "", err
 				}
-				cold = append(cold, s)
+				cold = append(cold, sec)
 			}
 		}
-		s, err := timed(warmRun)
+		sec, err := timed(warmRun)
 		if err != nil {
-			return err
+			return "", err
 		}
-		warm = append(warm, s)
+		warm = append(warm, sec)
 		baseDir = base.Dir(c)
 		if r < o.Rounds-1 {
 			machines := c.Paths.Machines
-			cleanups = append(cleanups, func() { clone.Remove(context.Background(), machines) })
+			s.cleanups = append(s.cleanups, func() { clone.Remove(context.Background(), machines) })
 		}
 		os.RemoveAll(c.Paths.Cache)
 		slog.Info("bench: base", "round", r+1, "debootstrap", bare[len(bare)-1], "berth cold", cold[len(cold)-1], "berth warm", warm[len(warm)-1])
 	}
 	c0, _ := e.config()
-	pairs = append(pairs,
+	s.pairs = append(s.pairs,
 		Pair{Group: "Base rootfs", Name: c0.Base.Suite + " minbase + " + strings.Join(c0.Base.Packages, " "), Baseline: "bare debootstrap",
 			Berth: "base:build, empty cache", Unit: "s", A: bare, B: cold, LowerIsBetter: true,
 			Note: "berth's cold build is the same debootstrap plus what the bare one does not do: packing it into the cache, unpacking it into staging, apt full-upgrade, the Go toolchain (downloaded and checksum-checked), the recipe, and an atomic swap; it cannot beat its own floor. " +
@@ -163,8 +197,13 @@ func Measure(ctx context.Context, o Options) error {
 			Repro: fmt.Sprintf("time debootstrap --variant=minbase --include=%s %s /tmp/rootfs %s", strings.Join(c0.Base.Packages, ","), c0.Base.Suite, c0.Base.Mirror)},
 		Pair{Group: "Base rootfs", Name: "the same, inputs unchanged", Baseline: "bare debootstrap", Berth: "berth base:build, warm (the compiled binary)",
 			Unit: "s", A: bare, B: warm, LowerIsBetter: true, Repro: "time ./mage base:build   # twice; the second is the warm one"})
+	return baseDir, nil
+}
 
-	// 2. Base to machine: cp -a vs berth's clone, on ext4, btrfs and xfs (loop devices).
+// cloneBase is step 2. Base to machine: cp -a vs berth's clone, on ext4, btrfs and xfs (loop devices). It
+// returns the btrfs mount, where step 3 puts its btrfs demo.
+func (s *session) cloneBase(baseDir string) (string, error) {
+	ctx, work := s.ctx, s.work
 	btrfs, xfs := filepath.Join(work, "btrfs"), filepath.Join(work, "xfs")
 	for _, fs := range []struct{ dir, mkfs string }{{btrfs, "mkfs.btrfs"}, {xfs, "mkfs.xfs"}} {
 		img := fs.dir + ".img"
@@ -175,56 +214,71 @@ func Measure(ctx context.Context, o Options) error {
 		os.MkdirAll(fs.dir, 0o755)
 		for _, argv := range [][]string{{"truncate", "-s", "12G", img}, args, {"mount", "-o", "loop", img, fs.dir}} {
 			if err := sh(ctx, argv...); err != nil {
-				return err
+				return "", err
 			}
 		}
 		dir := fs.dir
-		cleanups = append(cleanups, func() { run.Command(context.Background(), "umount", "-l", dir) })
+		s.cleanups = append(s.cleanups, func() { run.Command(context.Background(), "umount", "-l", dir) })
 	}
 	if err := clone.Subvolume(ctx, baseDir, filepath.Join(btrfs, "base")); err != nil {
-		return err
+		return "", err
 	}
 	if err := sh(ctx, "cp", "-a", baseDir, filepath.Join(xfs, "base")); err != nil {
-		return err
+		return "", err
 	}
 	for _, fs := range []struct{ name, src string }{{"ext4", baseDir}, {"btrfs", filepath.Join(btrfs, "base")}, {"xfs (reflink)", filepath.Join(xfs, "base")}} {
-		var a, b []float64
-		var method clone.Method
-		for r := range o.Rounds {
-			dst := filepath.Join(filepath.Dir(fs.src), "copy")
-			for _, side := range order(r, 2) {
-				s, err := timed(func() error {
-					if side == 0 {
-						return sh(ctx, "cp", "-a", fs.src, dst)
-					}
-					m, err := clone.Tree(ctx, fs.src, dst)
-					method = m
-					return err
-				})
-				if err != nil {
-					return err
-				}
+		p, err := s.clonePair(fs.name, fs.src)
+		if err != nil {
+			return "", err
+		}
+		s.pairs = append(s.pairs, p)
+	}
+	return btrfs, nil
+}
+
+// clonePair times cp -a against berth's clone of src on file system fsName.
+func (s *session) clonePair(fsName, src string) (Pair, error) {
+	ctx, o := s.ctx, s.o
+	var a, b []float64
+	var method clone.Method
+	for r := range o.Rounds {
+		dst := filepath.Join(filepath.Dir(src), "copy")
+		for _, side := range order(r, 2) {
+			sec, err := timed(func() error {
 				if side == 0 {
-					a = append(a, s)
-				} else {
-					b = append(b, s)
+					return sh(ctx, "cp", "-a", src, dst)
 				}
-				if err := clone.Remove(ctx, dst); err != nil {
-					return err
-				}
+				m, err := clone.Tree(ctx, src, dst)
+				method = m
+				return err
+			})
+			if err != nil {
+				return Pair{}, err
+			}
+			if side == 0 {
+				a = append(a, sec)
+			} else {
+				b = append(b, sec)
+			}
+			if err := clone.Remove(ctx, dst); err != nil {
+				return Pair{}, err
 			}
 		}
-		p := Pair{Group: "Base to machine", Name: "copy of the base (" + du(fs.src) + ") on " + fs.name, Baseline: "cp -a",
-			Berth: "berth install clone (" + string(method) + ")", Unit: "s", A: a, B: b, LowerIsBetter: true,
-			Repro: "time cp -a " + fs.src + " /same/fs/copy"}
-		if Median(b) > Median(a) {
-			p.Note = "berth runs the same GNU cp (coreutils 9 reflinks by default where the file system can, so on xfs cp -a clones too) and then flushes the copy to disk (syncfs) before publishing it, so that a crash never leaves a half-written machine; cp -a stops with the data still in the page cache: that flush is the difference. " +
-				"What would close it: a btrfs [Paths] Machines (a snapshot instead of per-file clones), or giving up the crash safety"
-		}
-		pairs = append(pairs, p)
 	}
+	p := Pair{Group: "Base to machine", Name: "copy of the base (" + du(src) + ") on " + fsName, Baseline: "cp -a",
+		Berth: "berth install clone (" + string(method) + ")", Unit: "s", A: a, B: b, LowerIsBetter: true,
+		Repro: "time cp -a " + src + " /same/fs/copy"}
+	if Median(b) > Median(a) {
+		p.Note = "berth runs the same GNU cp (coreutils 9 reflinks by default where the file system can, so on xfs cp -a clones too) and then flushes the copy to disk (syncfs) before publishing it, so that a crash never leaves a half-written machine; cp -a stops with the data still in the page cache: that flush is the difference. " +
+			"What would close it: a btrfs [Paths] Machines (a snapshot instead of per-file clones), or giving up the crash safety"
+	}
+	return p, nil
+}
 
-	// 3. Demo: an overlayfs demo and a btrfs demo, each from the base and demo-web.
+// demoReset is step 3. Demo: an overlayfs demo and a btrfs demo, each from the base and demo-web; their
+// reset against the original's lxc-snapshot -r. It returns the overlayfs demo and its environment.
+func (s *session) demoReset(baseDir, btrfs string) (*demo.Demo, env, error) {
+	ctx, work, e := s.ctx, s.work, s.e
 	mk := func(backend, lxc string) (*demo.Demo, env, error) {
 		de := e.with("BERTH_PATHS_MACHINES", filepath.Dir(baseDir), "BERTH_PATHS_LXC", lxc, "BERTH_PATHS_STATE", filepath.Join(work, "state-"+backend),
 			"BERTH_DEMO_IMAGE", "demo-web", "BERTH_DEMO_BACKEND", backend, "BERTH_DEMO_HEALTHPATH", "/health",
@@ -238,77 +292,92 @@ func Measure(ctx context.Context, o Options) error {
 		if err != nil {
 			return nil, nil, err
 		}
-		cleanups = append(cleanups, func() { d.Remove(context.Background()) })
+		s.cleanups = append(s.cleanups, func() { d.Remove(context.Background()) })
 		return d, de, d.Build(ctx, images.FS, false)
 	}
 	ov, ovEnv, err := mk("overlayfs", filepath.Join(work, "lxc"))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	bt, _, err := mk("btrfs", filepath.Join(btrfs, "lxc"))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	// The original's reset: lxc-snapshot -r of a directory-backed container.
 	origPath := filepath.Join(work, "lxc-orig")
 	pristine, _ := ov.PristineDir()
 	os.MkdirAll(filepath.Join(origPath, "orig"), 0o755)
 	if err := sh(ctx, "cp", "-a", pristine, filepath.Join(origPath, "orig", "rootfs")); err != nil {
-		return err
+		return nil, nil, err
 	}
 	os.WriteFile(filepath.Join(origPath, "orig", "config"), []byte("lxc.uts.name = orig\nlxc.rootfs.path = dir:"+filepath.Join(origPath, "orig", "rootfs")+"\nlxc.net.0.type = empty\n"), 0o644)
 	if err := sh(ctx, "lxc-snapshot", "-P", origPath, "-n", "orig"); err != nil {
-		return err
+		return nil, nil, err
 	}
 	for _, size := range []string{"", "1.5 GB"} {
 		if size != "" { // grow every pristine state to 1.5 GB with incompressible data
 			filler := filepath.Join(work, "filler")
 			if err := sh(ctx, "dd", "if=/dev/urandom", "of="+filler, "bs=1M", "count=1000", "status=none"); err != nil {
-				return err
+				return nil, nil, err
 			}
 			ptB, _ := bt.PristineDir()
 			for _, dst := range []string{filepath.Join(pristine, "filler"), filepath.Join(ptB, "filler"), filepath.Join(origPath, "orig", "snaps", "snap0", "rootfs", "filler")} {
 				if err := sh(ctx, "cp", filler, dst); err != nil {
-					return err
+					return nil, nil, err
 				}
 			}
 			os.Remove(filler)
 		}
-		name := "reset of a container (" + du(pristine) + ")"
-		var a, bo, bb []float64
-		for r := range o.Rounds {
-			for _, side := range order(r, 3) {
-				switch side {
-				case 0:
-					s, err := timed(func() error { return sh(ctx, "lxc-snapshot", "-P", origPath, "-n", "orig", "-r", "snap0") })
-					if err != nil {
-						return err
-					}
-					a = append(a, s)
-				case 1, 2:
-					d := map[int]*demo.Demo{1: ov, 2: bt}[side]
-					unix.Sync() // as timed does
-					t, err := d.Switch(ctx)
-					if err != nil {
-						return err
-					}
-					if side == 1 {
-						bo = append(bo, t.Reset.Seconds())
-					} else {
-						bb = append(bb, t.Reset.Seconds())
-					}
+		if err := s.resetPairs("reset of a container ("+du(pristine)+")", origPath, ov, bt); err != nil {
+			return nil, nil, err
+		}
+	}
+	bt.Remove(ctx)
+	return ov, ovEnv, nil
+}
+
+// resetPairs times the original's reset (lxc-snapshot -r of a directory-backed container at origPath)
+// against berth's reset of the overlayfs and the btrfs demo, the three in turn each round.
+func (s *session) resetPairs(name, origPath string, ov, bt *demo.Demo) error {
+	ctx, o := s.ctx, s.o
+	var a, bo, bb []float64
+	for r := range o.Rounds {
+		for _, side := range order(r, 3) {
+			switch side {
+			case 0:
+				sec, err := timed(func() error { return sh(ctx, "lxc-snapshot", "-P", origPath, "-n", "orig", "-r", "snap0") })
+				if err != nil {
+					return err
+				}
+				a = append(a, sec)
+			case 1, 2:
+				d := map[int]*demo.Demo{1: ov, 2: bt}[side]
+				unix.Sync() // as timed does
+				t, err := d.Switch(ctx)
+				if err != nil {
+					return err
+				}
+				if side == 1 {
+					bo = append(bo, t.Reset.Seconds())
+				} else {
+					bb = append(bb, t.Reset.Seconds())
 				}
 			}
 		}
-		repro := "time lxc-snapshot -n <container> -r snap0   # dir backend"
-		pairs = append(pairs,
-			Pair{Group: "Demo reset", Name: name, Baseline: "lxc-snapshot -r (dir)", Berth: "berth reset (overlayfs)", Unit: "s", A: a, B: bo, LowerIsBetter: true, Repro: repro},
-			Pair{Group: "Demo reset", Name: name, Baseline: "lxc-snapshot -r (dir)", Berth: "berth reset (btrfs)", Unit: "s", A: a, B: bb, LowerIsBetter: true,
-				Note: "the two berth rows share the baseline samples; each round ran the three in turn"})
 	}
-	bt.Remove(ctx)
+	repro := "time lxc-snapshot -n <container> -r snap0   # dir backend"
+	s.pairs = append(s.pairs,
+		Pair{Group: "Demo reset", Name: name, Baseline: "lxc-snapshot -r (dir)", Berth: "berth reset (overlayfs)", Unit: "s", A: a, B: bo, LowerIsBetter: true, Repro: repro},
+		Pair{Group: "Demo reset", Name: name, Baseline: "lxc-snapshot -r (dir)", Berth: "berth reset (btrfs)", Unit: "s", A: a, B: bb, LowerIsBetter: true,
+			Note: "the two berth rows share the baseline samples; each round ran the three in turn"})
+	return nil
+}
 
-	// 4. Switch availability under a constant request rate: berth's switch vs the original algorithm.
+// availability is step 4. Switch availability under a constant request rate: berth's switch vs the
+// original algorithm.
+func (s *session) availability(ov *demo.Demo) ([]Run, error) {
+	ctx, o := s.ctx, s.o
+	var err error
 	var runs []Run
 	var berthSw, origSw []float64
 	var failedB, failedO float64
@@ -318,7 +387,7 @@ func Measure(ctx context.Context, o Options) error {
 		if alg == "original" {
 			addr = freeAddr()
 			if stopProxy, err = ov.PassiveProxy(ctx, addr); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		loop := startLoop("http://"+addr+"/", 50)
@@ -333,7 +402,7 @@ func Measure(ctx context.Context, o Options) error {
 			}
 			if err != nil {
 				loop.stop()
-				return err
+				return nil, err
 			}
 			sws = append(sws, Switch{Start: start, End: loop.since()})
 			if alg == "berth" {
@@ -361,15 +430,19 @@ func Measure(ctx context.Context, o Options) error {
 		}
 		slog.Info("bench: availability", "algorithm", alg, "requests", len(reqs), "failed", n)
 	}
-	pairs = append(pairs,
+	s.pairs = append(s.pairs,
 		Pair{Group: "Switch availability", Name: fmt.Sprintf("%d switches at 50 requests/s through HAProxy", o.Switches), Baseline: "original algorithm",
 			Berth: "berth demo:switch", Unit: "requests failed", A: []float64{failedO}, B: []float64{failedB}, LowerIsBetter: true,
 			Repro: "start the idle container; sleep 10; lxc-stop the active one (nginx/HAProxy upstream with both, passive failover)"},
 		Pair{Group: "Switch availability", Name: "switch duration", Baseline: "original algorithm", Berth: "berth demo:switch",
 			Unit: "s", A: origSw, B: berthSw, LowerIsBetter: true,
 			Note: "the original's duration is its fixed 10 s wait plus the stop; berth's ends when the new container passed its health check and has the traffic"})
+	return runs, nil
+}
 
-	// 5. Footprint of the compiled binary.
+// footprint is step 5. Footprint of the compiled binary.
+func (s *session) footprint(ovEnv env) error {
+	ctx, o := s.ctx, s.o
 	if o.Binary != "" {
 		for _, target := range []string{"demo:switch", "demo:upgrade"} {
 			cmd := exec.CommandContext(ctx, o.Binary, target)
@@ -380,7 +453,7 @@ func Measure(ctx context.Context, o Options) error {
 			}
 			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			pairs = append(pairs,
+			s.pairs = append(s.pairs,
 				Pair{Group: "Footprint", Name: "berth " + target + ": peak RSS", Baseline: "none (no baseline)", Berth: "compiled berth binary",
 					Unit: "MB", B: []float64{float64(ru.Maxrss) / 1024}, LowerIsBetter: true, Repro: "/usr/bin/time -v berth " + target},
 				Pair{Group: "Footprint", Name: "berth " + target + ": CPU time (user+system, with its children)", Baseline: "none (no baseline)",
@@ -388,7 +461,12 @@ func Measure(ctx context.Context, o Options) error {
 					Note: "peak RSS is berth's own process; CPU time includes the commands it waited for (lxc-start, cp, apt inside the container for the upgrade)"})
 		}
 	}
+	return nil
+}
 
+// write writes the latency chart and BENCHMARKS.md into Options.Out.
+func (s *session) write(facts Facts, runs []Run) error {
+	o := s.o
 	chart := "benchmarks-latency.svg"
 	f, err := os.Create(filepath.Join(o.Out, chart))
 	if err != nil {
@@ -403,7 +481,7 @@ func Measure(ctx context.Context, o Options) error {
 		return err
 	}
 	defer md.Close()
-	return Markdown(md, facts, pairs, runs, chart, fmt.Sprintf("./mage prereqs base:build\nBENCH_ROUNDS=%d BENCH_SWITCHES=%d ./mage bench", o.Rounds, o.Switches))
+	return Markdown(md, facts, s.pairs, runs, chart, fmt.Sprintf("./mage prereqs base:build\nBENCH_ROUNDS=%d BENCH_SWITCHES=%d ./mage bench", o.Rounds, o.Switches))
 }
 
 // order is the sides 0..n-1 of round r, rotated so that each side goes first in turn.
