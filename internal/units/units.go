@@ -220,26 +220,50 @@ func Generate(c *config.Config) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
+	g := &generator{c: c, cfgFile: cfgFile}
+	if err := g.demo(); err != nil {
+		return nil, err
+	}
+	g.renew()
+	g.machines()
+	slices.SortFunc(g.files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	return g.files, nil
+}
+
+// generator collects the files Generate makes from one configuration.
+type generator struct {
+	c       *config.Config
+	cfgFile string // absolute BERTH_CONFIG
+	files   []File
+}
+
+// job makes b a service running target: the compiled binary with a target, the configuration it was
+// generated from, the optional overrides file.
+func (g *generator) job(b *builder, target string, timeout time.Duration) *builder {
+	b.service("Type", "oneshot").
+		service("Environment", quoteArg("BERTH_CONFIG="+g.cfgFile)).
+		service("EnvironmentFile", "-"+EnvFile).
+		service("ExecStart", execLine(g.c.Paths.Binary, target)).
+		service("TimeoutStartSec", Span(timeout))
+	return b
+}
+
+func (g *generator) add(path string, comment []string, b *builder) {
+	g.files = append(g.files, File{Path: path, Comment: append([]string{header}, comment...), Options: b.opts})
+}
+
+// demo adds the demo's units: berth-demo.service, the switch and the upgrade with their timers, the repair.
+func (g *generator) demo() error {
+	c, job, add := g.c, g.job, g.add
 	switchCal, err := SwitchCalendar(c.Demo.SwitchEvery)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	upgradeCal, upgradeNote, err := UpgradeCalendar(c.Demo.UpgradeAt, c.Demo.SwitchEvery)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	every := Span(c.Demo.SwitchEvery)
-
-	// Every service: the compiled binary with a target, the configuration it was generated from, the
-	// optional overrides file.
-	job := func(b *builder, target string, timeout time.Duration) *builder {
-		b.service("Type", "oneshot").
-			service("Environment", quoteArg("BERTH_CONFIG="+cfgFile)).
-			service("EnvironmentFile", "-"+EnvFile).
-			service("ExecStart", execLine(c.Paths.Binary, target)).
-			service("TimeoutStartSec", Span(timeout))
-		return b
-	}
 	// The demo's jobs: skipped while neither container exists (the demo is not built here).
 	var built []string
 	for _, name := range c.Demo.Containers {
@@ -250,11 +274,6 @@ func Generate(c *config.Config) ([]File, error) {
 			unit("Wants", "network-online.target").
 			// lxc.service loads LXC's AppArmor profiles; at shutdown it stops every container, after ours.
 			unit("After", strings.Join(append([]string{"network-online.target", "lxc.service"}, after...), " "))
-	}
-
-	var files []File
-	add := func(path string, comment []string, b *builder) {
-		files = append(files, File{Path: path, Comment: append([]string{header}, comment...), Options: b.opts})
 	}
 
 	b := demoUnit(&builder{}, "berth demo: bring the demo up at boot and down at shutdown")
@@ -303,12 +322,17 @@ func Generate(c *config.Config) ([]File, error) {
 		unit("ConditionPathExists", built...)
 	job(b, "demo:restoreCrash", RestoreCrashTimeout).hardening(ContainerJobHardening)
 	add(RestoreCrash, []string{"Started by OnFailure= of " + Switch + " and " + Demo + ", or by hand."}, b)
+	return nil
+}
 
+// renew adds the certificate renewal and its timer.
+func (g *generator) renew() {
+	c, job, add := g.c, g.job, g.add
 	renewHardening := RenewHardening
 	if p := homePath(c); p != "" {
 		renewHardening = slices.DeleteFunc(slices.Clone(renewHardening), func(o Option) bool { return o.Name == "ProtectHome" })
 	}
-	b = (&builder{}).unit("Description", "berth relay: renew the TLS certificate when it is due").
+	b := (&builder{}).unit("Description", "berth relay: renew the TLS certificate when it is due").
 		unit("Wants", "network-online.target").
 		unit("After", "network-online.target "+Machines).
 		// Nothing to renew before relay:configure has run.
@@ -326,12 +350,16 @@ func Generate(c *config.Config) ([]File, error) {
 		add("Timer", "Persistent", "true").
 		add("Install", "WantedBy", "timers.target")
 	add(RenewTimer, nil, b)
+}
 
+// machines adds berth-machines.target and the drop-ins that order the relay machines.
+func (g *generator) machines() {
+	c, add := g.c, g.add
 	var wants []string
 	for _, m := range c.Relay.Machines {
 		wants = append(wants, unitname.NSpawn(m))
 	}
-	b = (&builder{}).unit("Description", "berth relay machines: "+strings.Join(c.Relay.Machines, ", ")).
+	b := (&builder{}).unit("Description", "berth relay machines: "+strings.Join(c.Relay.Machines, ", ")).
 		unit("Wants", strings.Join(wants, " ")).
 		unit("After", strings.Join(wants, " ")).
 		add("Install", "WantedBy", "multi-user.target")
@@ -341,9 +369,6 @@ func Generate(c *config.Config) ([]File, error) {
 		b = (&builder{}).unit("After", unitname.NSpawn(prev))
 		add(unitname.NSpawn(m)+".d/"+OrderDropIn, []string{"[Relay] Machines order: " + m + " starts after " + prev + " when both start together (at boot)."}, b)
 	}
-
-	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
-	return files, nil
 }
 
 // DefaultConfig is the configuration units/ is generated from: every default, no environment, and
