@@ -127,47 +127,7 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 	}
 	rep.Notes = envNotes(os.Environ(), c.File)
 
-	old, err := ReadManifest(ManifestPath(c))
-	if err != nil {
-		return rep, err
-	}
-	var paths []string
-	for _, f := range files {
-		paths = append(paths, f.Path)
-	}
-	// The union first: if anything fails from here on, every file berth may have written is listed.
-	if err := Manifest(append(slices.Clone(old), paths...)).Write(ManifestPath(c)); err != nil {
-		return rep, err
-	}
-	if err := os.MkdirAll(c.Paths.Units, 0o755); err != nil {
-		return rep, err
-	}
-	if rep.Files, err = WriteDir(c.Paths.Units, files); err != nil {
-		return rep, err
-	}
-
-	// Files berth installed before and does not generate now: stop, disable, remove.
-	gone := stale(old, files)
-	var goneUnits []string
-	for _, p := range gone {
-		if !strings.Contains(p, "/") {
-			goneUnits = append(goneUnits, p)
-		}
-	}
-	if conn != nil && len(goneUnits) > 0 {
-		if err := stopDisable(ctx, conn, c.Paths.Units, goneUnits, &rep); err != nil {
-			return rep, err
-		}
-	}
-	removed, err := Remove(c.Paths.Units, gone)
-	rep.Files = append(rep.Files, removed...)
-	if err != nil {
-		return rep, err
-	}
-	if _, err := removeLinks(c.Paths.Units, goneUnits); err != nil {
-		return rep, err
-	}
-	if err := Manifest(paths).Write(ManifestPath(c)); err != nil {
+	if err := replaceFiles(ctx, conn, c, files, &rep); err != nil {
 		return rep, err
 	}
 
@@ -183,16 +143,67 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 			connErr, c.Paths.Units, strings.Join(installable, " "), strings.Join(starts, " "))
 		return rep, nil
 	}
+	return rep, enableStart(ctx, conn, installable, starts, &rep)
+}
 
+// replaceFiles writes files into [Paths] Units and removes the ones the manifest lists that are not
+// generated any more (stopped and disabled first when systemd runs), keeping the manifest the union of
+// both while it works.
+func replaceFiles(ctx context.Context, conn *sd.Conn, c *config.Config, files []File, rep *Report) error {
+	old, err := ReadManifest(ManifestPath(c))
+	if err != nil {
+		return err
+	}
+	var paths []string
+	for _, f := range files {
+		paths = append(paths, f.Path)
+	}
+	// The union first: if anything fails from here on, every file berth may have written is listed.
+	if err := Manifest(append(slices.Clone(old), paths...)).Write(ManifestPath(c)); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Paths.Units, 0o755); err != nil {
+		return err
+	}
+	if rep.Files, err = WriteDir(c.Paths.Units, files); err != nil {
+		return err
+	}
+
+	// Files berth installed before and does not generate now: stop, disable, remove.
+	gone := stale(old, files)
+	var goneUnits []string
+	for _, p := range gone {
+		if !strings.Contains(p, "/") {
+			goneUnits = append(goneUnits, p)
+		}
+	}
+	if conn != nil && len(goneUnits) > 0 {
+		if err := stopDisable(ctx, conn, c.Paths.Units, goneUnits, rep); err != nil {
+			return err
+		}
+	}
+	removed, err := Remove(c.Paths.Units, gone)
+	rep.Files = append(rep.Files, removed...)
+	if err != nil {
+		return err
+	}
+	if _, err := removeLinks(c.Paths.Units, goneUnits); err != nil {
+		return err
+	}
+	return Manifest(paths).Write(ManifestPath(c))
+}
+
+// enableStart reloads systemd, enables installable and starts starts, each waited on.
+func enableStart(ctx context.Context, conn *sd.Conn, installable, starts []string, rep *Report) error {
 	if err := conn.ReloadContext(ctx); err != nil {
-		return rep, fmt.Errorf("units: daemon-reload: %w", err)
+		return fmt.Errorf("units: daemon-reload: %w", err)
 	}
 	if _, _, err := conn.EnableUnitFilesContext(ctx, installable, false, true); err != nil {
-		return rep, fmt.Errorf("units: enable %s: %w", strings.Join(installable, " "), err)
+		return fmt.Errorf("units: enable %s: %w", strings.Join(installable, " "), err)
 	}
 	rep.Enabled = installable
 	if err := conn.ReloadContext(ctx); err != nil {
-		return rep, fmt.Errorf("units: daemon-reload: %w", err)
+		return fmt.Errorf("units: daemon-reload: %w", err)
 	}
 	for _, name := range starts {
 		timeout := 2 * time.Minute
@@ -200,11 +211,11 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 			timeout = DemoStartTimeout + time.Minute
 		}
 		if err := systemd.Job(ctx, conn, "start", name, timeout); err != nil {
-			return rep, fmt.Errorf("units: %w", err)
+			return fmt.Errorf("units: %w", err)
 		}
 		rep.Started = append(rep.Started, name+skippedBy(ctx, conn, name))
 	}
-	return rep, nil
+	return nil
 }
 
 // skippedBy says " (skipped: ...)" when a unit's start conditions did not hold.
