@@ -266,18 +266,7 @@ func (h *Host) boot(ctx context.Context) error {
 	h.mu.Unlock()
 	fmt.Fprintf(h.logf, "=== boot %d of %s at %s\n", n, h.machine, time.Now().Format(time.RFC3339))
 
-	argv := []string{"systemd-nspawn", "--boot", "--directory=" + h.Dir, "--machine=" + h.machine, "--hostname=" + h.Name,
-		"--capability=all", "--register=no", "--keep-unit", "--settings=no", "--link-journal=no", "--console=read-only",
-		"--setenv=SYSTEMD_COLORS=0"}
-	if !h.opts.HostNetwork {
-		argv = append(argv, "--private-network")
-	}
-	for _, b := range h.opts.Binds {
-		argv = append(argv, "--bind="+b)
-	}
-	for _, b := range h.opts.ReadOnlyBinds {
-		argv = append(argv, "--bind-ro="+b)
-	}
+	argv := h.nspawnArgv()
 	fd, err := h.cg.open()
 	if err != nil {
 		return fmt.Errorf("testhost: %w", err)
@@ -326,26 +315,49 @@ func (h *Host) boot(ctx context.Context) error {
 		return h.bootError(err)
 	}
 	h.BootTime = time.Since(start)
-	h.Degraded = nil
-	if state == "degraded" {
-		out, err := h.exec(ctx, false, nil, []string{"systemctl", "--failed", "--no-legend", "--plain", "--no-pager"})
-		if err != nil {
-			return h.bootError(fmt.Errorf("listing failed units: %w", err))
-		}
-		for _, l := range strings.Split(out, "\n") {
-			if f := strings.Fields(l); len(f) > 0 {
-				h.Degraded = append(h.Degraded, f[0])
-			}
-		}
-		if h.Degraded == nil {
-			h.Degraded = []string{}
-		}
+	if h.Degraded, err = h.failedUnits(ctx, state); err != nil {
+		return h.bootError(err)
 	}
 	h.mu.Lock()
 	h.up = true
 	h.mu.Unlock()
 	fmt.Fprintf(h.logf, "=== boot %d: %s after %s (pid %d)\n", n, state, h.BootTime.Round(time.Millisecond), pid)
 	return nil
+}
+
+// nspawnArgv is the systemd-nspawn command line that boots the host.
+func (h *Host) nspawnArgv() []string {
+	argv := []string{"systemd-nspawn", "--boot", "--directory=" + h.Dir, "--machine=" + h.machine, "--hostname=" + h.Name,
+		"--capability=all", "--register=no", "--keep-unit", "--settings=no", "--link-journal=no", "--console=read-only",
+		"--setenv=SYSTEMD_COLORS=0"}
+	if !h.opts.HostNetwork {
+		argv = append(argv, "--private-network")
+	}
+	for _, b := range h.opts.Binds {
+		argv = append(argv, "--bind="+b)
+	}
+	for _, b := range h.opts.ReadOnlyBinds {
+		argv = append(argv, "--bind-ro="+b)
+	}
+	return argv
+}
+
+// failedUnits lists the guest's failed units when it booted degraded: nil when running, never nil when degraded.
+func (h *Host) failedUnits(ctx context.Context, state string) ([]string, error) {
+	if state != "degraded" {
+		return nil, nil
+	}
+	out, err := h.exec(ctx, false, nil, []string{"systemctl", "--failed", "--no-legend", "--plain", "--no-pager"})
+	if err != nil {
+		return nil, fmt.Errorf("listing failed units: %w", err)
+	}
+	failed := []string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			failed = append(failed, f[0])
+		}
+	}
+	return failed, nil
 }
 
 func (h *Host) bootError(err error) error {
