@@ -101,55 +101,13 @@ func obtainACME(ctx context.Context, c *config.Config, cl *acme.Client) ([]byte,
 	if err != nil {
 		return nil, fmt.Errorf("relay: ACME order: %w", oneLine(err))
 	}
-	answers := map[string]string{} // path → key authorization
-	var chals []*acme.Challenge
-	for _, u := range order.AuthzURLs {
-		z, err := cl.GetAuthorization(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		if z.Status == acme.StatusValid {
-			continue
-		}
-		var chal *acme.Challenge
-		for _, ch := range z.Challenges {
-			if ch.Type == "http-01" {
-				chal = ch
-			}
-		}
-		if chal == nil {
-			return nil, fmt.Errorf("relay: the ACME server offers no http-01 challenge for %s", z.Identifier.Value)
-		}
-		resp, err := cl.HTTP01ChallengeResponse(chal.Token)
-		if err != nil {
-			return nil, err
-		}
-		answers[cl.HTTP01ChallengePath(chal.Token)] = resp
-		chals = append(chals, chal)
+	answers, chals, err := http01(ctx, cl, order)
+	if err != nil {
+		return nil, err
 	}
 	if len(chals) > 0 {
-		restore, err := answerThroughEdge(ctx, c, answers)
-		if err != nil {
+		if err := validate(ctx, c, cl, order, answers, chals); err != nil {
 			return nil, err
-		}
-		err = func() error {
-			for _, ch := range chals {
-				if _, err := cl.Accept(ctx, ch); err != nil {
-					return err
-				}
-			}
-			for _, u := range order.AuthzURLs {
-				if _, err := cl.WaitAuthorization(ctx, u); err != nil {
-					return err
-				}
-			}
-			return nil
-		}()
-		if rerr := restore(); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("relay: ACME validation of %s: %w", c.Relay.Domain, oneLine(err))
 		}
 	}
 	if order, err = cl.WaitOrder(ctx, order.URI); err != nil {
@@ -169,6 +127,66 @@ func obtainACME(ctx context.Context, c *config.Config, cl *acme.Client) ([]byte,
 		return nil, fmt.Errorf("relay: ACME certificate: %w", oneLine(err))
 	}
 	return tlsx.Bundle(ders, key)
+}
+
+// http01 returns the http-01 challenges of order's pending authorizations and their answers (path → key
+// authorization).
+func http01(ctx context.Context, cl *acme.Client, order *acme.Order) (map[string]string, []*acme.Challenge, error) {
+	answers := map[string]string{} // path → key authorization
+	var chals []*acme.Challenge
+	for _, u := range order.AuthzURLs {
+		z, err := cl.GetAuthorization(ctx, u)
+		if err != nil {
+			return nil, nil, err
+		}
+		if z.Status == acme.StatusValid {
+			continue
+		}
+		var chal *acme.Challenge
+		for _, ch := range z.Challenges {
+			if ch.Type == "http-01" {
+				chal = ch
+			}
+		}
+		if chal == nil {
+			return nil, nil, fmt.Errorf("relay: the ACME server offers no http-01 challenge for %s", z.Identifier.Value)
+		}
+		resp, err := cl.HTTP01ChallengeResponse(chal.Token)
+		if err != nil {
+			return nil, nil, err
+		}
+		answers[cl.HTTP01ChallengePath(chal.Token)] = resp
+		chals = append(chals, chal)
+	}
+	return answers, chals, nil
+}
+
+// validate serves answers through the running edge while the ACME server validates chals, then removes them.
+func validate(ctx context.Context, c *config.Config, cl *acme.Client, order *acme.Order, answers map[string]string, chals []*acme.Challenge) error {
+	restore, err := answerThroughEdge(ctx, c, answers)
+	if err != nil {
+		return err
+	}
+	err = func() error {
+		for _, ch := range chals {
+			if _, err := cl.Accept(ctx, ch); err != nil {
+				return err
+			}
+		}
+		for _, u := range order.AuthzURLs {
+			if _, err := cl.WaitAuthorization(ctx, u); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if rerr := restore(); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	if err != nil {
+		return fmt.Errorf("relay: ACME validation of %s: %w", c.Relay.Domain, oneLine(err))
+	}
+	return nil
 }
 
 var port80 = regexp.MustCompile(`^\s*bind\s+\S*:80(\s|$)`)
