@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -191,18 +192,7 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	}
 
 	step = job.Step("apt-get update and full-upgrade from " + strings.Join(suites(c), ", "))
-	script, err := fs.ReadFile(recipe.Files, "provision.sh")
-	if err == nil {
-		err = installHostCAs(staging)
-	}
-	if err == nil {
-		err = writeIn(staging, "etc/apt/sources.list", []byte(SourcesList(c)))
-	}
-	if err == nil {
-		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"},
-			Stdin: strings.NewReader(string(script)), Output: step, Timeout: 30 * time.Minute}.Run(ctx)
-	}
-	if err := step.Done(err); err != nil {
+	if err := step.Done(provision(ctx, c, staging, step)); err != nil {
 		return res, fmt.Errorf("provision base: %w", err)
 	}
 
@@ -216,18 +206,41 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	}
 
 	step = job.Step("root password and swap into " + dir)
-	err = SetRootPassword(ctx, staging, PasswordFile(c))
-	if err == nil {
-		err = fsx.WriteJSONIn(staging, stampPath, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion})
-	}
-	if err == nil {
-		_, err = fsx.Swap(staging, dir)
-	}
+	err = publish(ctx, c, staging, Stamp{Key: key, Suite: c.Base.Suite, Arch: arch, GoVersion: c.Base.GoVersion})
 	if err := step.Done(err); err != nil {
 		return res, err
 	}
 	slog.Info("base built", "dir", dir, "key", key, "password", PasswordFile(c))
 	return res, nil
+}
+
+// provision trusts the host's CAs in staging, writes its apt sources and runs the base recipe in it, the
+// recipe's output going to out.
+func provision(ctx context.Context, c *config.Config, staging string, out io.Writer) error {
+	script, err := fs.ReadFile(recipe.Files, "provision.sh")
+	if err == nil {
+		err = installHostCAs(staging)
+	}
+	if err == nil {
+		err = writeIn(staging, "etc/apt/sources.list", []byte(SourcesList(c)))
+	}
+	if err == nil {
+		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"},
+			Stdin: strings.NewReader(string(script)), Output: out, Timeout: 30 * time.Minute}.Run(ctx)
+	}
+	return err
+}
+
+// publish gives staging its root password and stamp, and swaps it into the base's place.
+func publish(ctx context.Context, c *config.Config, staging string, st Stamp) error {
+	err := SetRootPassword(ctx, staging, PasswordFile(c))
+	if err == nil {
+		err = fsx.WriteJSONIn(staging, stampPath, st)
+	}
+	if err == nil {
+		_, err = fsx.Swap(staging, Dir(c))
+	}
+	return err
 }
 
 // suites are the suites of the base's sources.list: [Base] Suite and its ExtraSuites.
