@@ -25,37 +25,10 @@ import (
 // need not exist yet) and at /usr/bin/systemd-nspawn (run by the instances the drop-ins extend). It needs
 // neither root nor a running systemd.
 func Verify(ctx context.Context, files []File) ([]string, error) {
-	root, err := os.MkdirTemp("", "berth-units-verify-")
-	if err != nil {
-		return nil, err
-	}
+	root, err := verifyRoot(ctx, files)
 	defer os.RemoveAll(root)
-	vendor, err := filepath.EvalSymlinks("/usr/lib/systemd/system")
 	if err != nil {
-		return nil, fmt.Errorf("units: verify needs systemd's units in /usr/lib/systemd/system: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755); err != nil {
 		return nil, err
-	}
-	if _, err := (run.Cmd{Argv: []string{"cp", "-a", vendor, filepath.Join(root, "usr/lib/systemd/system")}, Timeout: time.Minute, Quiet: true}).Run(ctx); err != nil {
-		return nil, err
-	}
-	for _, l := range [][2]string{{"lib", "usr/lib"}, {"bin", "usr/bin"}, {"sbin", "usr/sbin"}} {
-		if err := os.Symlink(l[1], filepath.Join(root, l[0])); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := WriteDir(filepath.Join(root, "etc/systemd/system"), files); err != nil {
-		return nil, err
-	}
-	for _, exe := range append(executables(files), "/usr/bin/systemd-nspawn") {
-		p := filepath.Join(root, exe)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return nil, err
-		}
-		if err := fsx.WriteFile(p, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
-			return nil, err
-		}
 	}
 
 	var names, findings, out []string
@@ -103,6 +76,43 @@ func Verify(ctx context.Context, files []File) ([]string, error) {
 		return out, fmt.Errorf("units: verify: %s", strings.Join(slices.Compact(findings), "; "))
 	}
 	return out, nil
+}
+
+// verifyRoot makes a root directory for systemd-analyze --root: systemd's own units, files in
+// /etc/systemd/system, and a stub for each program the units run. The caller removes it, also on error.
+func verifyRoot(ctx context.Context, files []File) (string, error) {
+	root, err := os.MkdirTemp("", "berth-units-verify-")
+	if err != nil {
+		return "", err
+	}
+	vendor, err := filepath.EvalSymlinks("/usr/lib/systemd/system")
+	if err != nil {
+		return root, fmt.Errorf("units: verify needs systemd's units in /usr/lib/systemd/system: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755); err != nil {
+		return root, err
+	}
+	if _, err := (run.Cmd{Argv: []string{"cp", "-a", vendor, filepath.Join(root, "usr/lib/systemd/system")}, Timeout: time.Minute, Quiet: true}).Run(ctx); err != nil {
+		return root, err
+	}
+	for _, l := range [][2]string{{"lib", "usr/lib"}, {"bin", "usr/bin"}, {"sbin", "usr/sbin"}} {
+		if err := os.Symlink(l[1], filepath.Join(root, l[0])); err != nil {
+			return root, err
+		}
+	}
+	if _, err := WriteDir(filepath.Join(root, "etc/systemd/system"), files); err != nil {
+		return root, err
+	}
+	for _, exe := range append(executables(files), "/usr/bin/systemd-nspawn") {
+		p := filepath.Join(root, exe)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return root, err
+		}
+		if err := fsx.WriteFile(p, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+			return root, err
+		}
+	}
+	return root, nil
 }
 
 // verifyOutput runs systemd-analyze verify and returns its output lines (stdout and stderr), trimmed of
