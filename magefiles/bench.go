@@ -8,7 +8,7 @@ import (
 	"github.com/magefile/mage/mg"
 
 	"berth/internal/bench"
-	"berth/internal/units"
+	"berth/internal/units/install"
 )
 
 // Bench measures berth side by side with the original algorithms and the plain tools in one run (base
@@ -29,7 +29,7 @@ func Bench() error {
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "berth")
-	if _, err := units.InstallBinary(ctx, bin, wd); err != nil {
+	if _, err := install.Binary(ctx, bin, wd); err != nil {
 		return err
 	}
 	return bench.Measure(ctx, bench.Options{Rounds: envInt("BENCH_ROUNDS", 3), Switches: envInt("BENCH_SWITCHES", 20), Out: wd, Binary: bin})

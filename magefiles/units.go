@@ -7,6 +7,7 @@ import (
 	"github.com/magefile/mage/mg"
 
 	"berth/internal/units"
+	"berth/internal/units/install"
 )
 
 // Units generates, installs and checks the systemd units that run berth's jobs (demo rotation, nightly
@@ -36,7 +37,7 @@ func (Units) Install() error {
 	if err != nil {
 		return err
 	}
-	rep, err := units.Install(ctx, c, units.InstallOptions{Source: units.SourceDir()})
+	rep, err := install.Units(ctx, c, install.Options{Source: units.SourceDir()})
 	fmt.Println(rep)
 	return err
 }
@@ -48,7 +49,7 @@ func (Units) Uninstall() error {
 	if err != nil {
 		return err
 	}
-	rep, err := units.Uninstall(ctx, c)
+	rep, err := install.Uninstall(ctx, c)
 	fmt.Println(rep)
 	return err
 }

@@ -1,6 +1,7 @@
 // Package units generates the systemd units that run berth's scheduled and boot-time jobs (instead of the
-// original's hand-written cron lines and Type=forking service), writes them, installs and enables them
-// through systemd's D-Bus API, removes exactly what it installed, and checks them with systemd-analyze.
+// original's hand-written cron lines and Type=forking service), writes them into a directory, and checks
+// them with systemd-analyze. It does not talk to systemd: internal/units/install installs, enables and
+// removes them through systemd's D-Bus API.
 //
 // What is generated from the configuration (Generate), all running the compiled binary at [Paths] Binary
 // with a target name as argument (never go or mage), reading $BERTH_CONFIG and the optional

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"berth/internal/config"
+	"berth/internal/fsx"
 	"berth/internal/testutil"
 )
 
@@ -472,16 +473,6 @@ func TestOwnedAndManifest(t *testing.T) {
 	}
 }
 
-func TestEnvNotes(t *testing.T) {
-	if n := envNotes([]string{"PATH=/bin", "BERTH_CONFIG=/x", "BERTH_DEBUG=1", "BERTH_TEST_CACHE=/c"}, "/x"); n != nil {
-		t.Errorf("notes: %q", n)
-	}
-	n := envNotes([]string{"BERTH_DEMO_SWITCHEVERY=2min", "MYDOMAIN=a.example", "PATH=/bin"}, "/etc/berth/berth.conf")
-	if len(n) != 1 || !strings.Contains(n[0], "BERTH_DEMO_SWITCHEVERY MYDOMAIN") || !strings.Contains(n[0], EnvFile) {
-		t.Errorf("notes: %q", n)
-	}
-}
-
 // TestUnitsDirIsCurrent fails when units/ differs from what the generator makes for the default
 // configuration.
 func TestUnitsDirIsCurrent(t *testing.T) {
@@ -498,4 +489,24 @@ func TestUnitsDirIsCurrent(t *testing.T) {
 		t.Fatalf("units/ is stale:\n  %s\nregenerate it with `./mage units:generate` (from the checkout) and commit the result",
 			strings.Join(stale, "\n  "))
 	}
+}
+
+func TestSourceDir(t *testing.T) {
+	t.Chdir(testutil.RepoRoot(t))
+	if SourceDir() == "" {
+		t.Error("the checkout is not recognised")
+	}
+	t.Chdir(t.TempDir())
+	if SourceDir() != "" {
+		t.Error("an empty directory is taken for a checkout")
+	}
+}
+
+func sum(t *testing.T, p string) string {
+	t.Helper()
+	s, err := fsx.FileSHA256(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -150,12 +150,12 @@ func GenerateDir(dir string, files []File) ([]Change, error) {
 	if err != nil {
 		return changes, err
 	}
-	removed, err := Remove(dir, stale(have, files))
+	removed, err := Remove(dir, NotGenerated(have, files))
 	return append(changes, removed...), err
 }
 
-// stale lists the paths of have that are not among files.
-func stale(have []string, files []File) []string {
+// NotGenerated lists the paths of have that are not among files.
+func NotGenerated(have []string, files []File) []string {
 	var out []string
 	for _, p := range have {
 		if !slices.ContainsFunc(files, func(f File) bool { return f.Path == p }) {
@@ -187,7 +187,7 @@ func Stale(dir string, files []File) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range stale(have, files) {
+	for _, p := range NotGenerated(have, files) {
 		out = append(out, p+" is not generated any more")
 	}
 	return out, nil
@@ -254,4 +254,75 @@ func GenerateTarget(dir string) (string, []File, error) {
 	}
 	files, err := Generate(c)
 	return dir, files, err
+}
+
+// SourceDir returns the working directory when it is a berth checkout (go.mod of module berth, mage.go
+// and magefiles/), else "".
+func SourceDir() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(wd, "go.mod"))
+	if err != nil || !bytes.HasPrefix(bytes.TrimSpace(b), []byte("module berth\n")) {
+		return ""
+	}
+	for _, p := range []string{"mage.go", "magefiles"} {
+		if _, err := os.Stat(filepath.Join(wd, p)); err != nil {
+			return ""
+		}
+	}
+	return wd
+}
+
+// Report tells what units:generate, install.Units or install.Uninstall did.
+type Report struct {
+	Dir      string // [Paths] Units
+	Binary   string // what happened to [Paths] Binary
+	Files    []Change
+	Stopped  []string
+	Disabled []string
+	Enabled  []string
+	Started  []string
+	Skipped  string   // without a running systemd: what was not enabled or started, and why (one line)
+	Notes    []string // one line each
+}
+
+func (r Report) String() string {
+	var b strings.Builder
+	if r.Binary != "" {
+		fmt.Fprintf(&b, "binary: %s\n", r.Binary)
+	}
+	if len(r.Files) > 0 {
+		count := map[string][]string{}
+		for _, c := range r.Files {
+			count[c.State] = append(count[c.State], c.Path)
+		}
+		var parts []string
+		for _, s := range []string{New, Changed, Reformatted, Unchanged, Removed} {
+			switch n := len(count[s]); {
+			case n == 0:
+			case s == Unchanged:
+				parts = append(parts, fmt.Sprintf("%d unchanged", n))
+			default:
+				parts = append(parts, fmt.Sprintf("%s %s", s, strings.Join(count[s], ", ")))
+			}
+		}
+		fmt.Fprintf(&b, "units in %s: %s\n", r.Dir, strings.Join(parts, "; "))
+	}
+	for _, l := range []struct {
+		what  string
+		names []string
+	}{{"stopped", r.Stopped}, {"disabled", r.Disabled}, {"enabled", r.Enabled}, {"started", r.Started}} {
+		if len(l.names) > 0 {
+			fmt.Fprintf(&b, "%s: %s\n", l.what, strings.Join(l.names, ", "))
+		}
+	}
+	if r.Skipped != "" {
+		fmt.Fprintln(&b, r.Skipped)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(&b, n)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

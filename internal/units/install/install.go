@@ -1,4 +1,7 @@
-package units
+// Package install puts berth on the host: the compiled binary at [Paths] Binary and the units that
+// internal/units generates into [Paths] Units, then enables and starts them through systemd's D-Bus API;
+// Uninstall removes exactly what it installed. The generator itself stays free of D-Bus.
+package install
 
 import (
 	"bytes"
@@ -21,6 +24,7 @@ import (
 	"berth/internal/lock"
 	"berth/internal/run"
 	"berth/internal/systemd"
+	"berth/internal/units"
 )
 
 // ManifestPath is where units:install records the files it installed: [Paths] State/units.manifest.
@@ -28,72 +32,17 @@ func ManifestPath(c *config.Config) string { return filepath.Join(c.Paths.State,
 
 func lockPath(c *config.Config) string { return filepath.Join(c.Paths.State, "locks", "units.lock") }
 
-// InstallOptions tune Install.
-type InstallOptions struct {
+// Options tune Units.
+type Options struct {
 	// Source is a berth checkout to build the binary from with `go run mage.go -compile` (mage -compile);
 	// empty installs the running executable, which is that same compiled binary (`berth units:install`).
 	Source string
 }
 
-// Report tells what Install or Uninstall did.
-type Report struct {
-	Dir      string // [Paths] Units
-	Binary   string // what happened to [Paths] Binary
-	Files    []Change
-	Stopped  []string
-	Disabled []string
-	Enabled  []string
-	Started  []string
-	Skipped  string   // without a running systemd: what was not enabled or started, and why (one line)
-	Notes    []string // one line each
-}
-
-func (r Report) String() string {
-	var b strings.Builder
-	if r.Binary != "" {
-		fmt.Fprintf(&b, "binary: %s\n", r.Binary)
-	}
-	if len(r.Files) > 0 {
-		count := map[string][]string{}
-		for _, c := range r.Files {
-			count[c.State] = append(count[c.State], c.Path)
-		}
-		var parts []string
-		for _, s := range []string{New, Changed, Reformatted, Unchanged, Removed} {
-			switch n := len(count[s]); {
-			case n == 0:
-			case s == Unchanged:
-				parts = append(parts, fmt.Sprintf("%d unchanged", n))
-			default:
-				parts = append(parts, fmt.Sprintf("%s %s", s, strings.Join(count[s], ", ")))
-			}
-		}
-		fmt.Fprintf(&b, "units in %s: %s\n", r.Dir, strings.Join(parts, "; "))
-	}
-	for _, l := range []struct {
-		what  string
-		names []string
-	}{{"stopped", r.Stopped}, {"disabled", r.Disabled}, {"enabled", r.Enabled}, {"started", r.Started}} {
-		if len(l.names) > 0 {
-			fmt.Fprintf(&b, "%s: %s\n", l.what, strings.Join(l.names, ", "))
-		}
-	}
-	if r.Skipped != "" {
-		fmt.Fprintln(&b, r.Skipped)
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintln(&b, n)
-	}
-	return strings.TrimSuffix(b.String(), "\n")
-}
-
-// ErrNoSystemd says why nothing could be enabled or started.
-var ErrNoSystemd = systemd.ErrNoSystemd
-
 // systemdDirs are the directories systemd loads units from, where units:install may write.
 var systemdDirs = []string{"/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"}
 
-// Install builds or copies the binary into [Paths] Binary, writes the generated units into [Paths] Units
+// Units builds or copies the binary into [Paths] Binary, writes the generated units into [Paths] Units
 // (atomically, only those that changed), removes the ones berth installed before and does not generate
 // any more, records them in the manifest, then through systemd's D-Bus API reloads, enables every unit
 // with an [Install] section and starts berth-demo.service and the timers. Nothing is restarted: the reload
@@ -102,9 +51,9 @@ var systemdDirs = []string{"/etc/systemd/system", "/run/systemd/system", "/usr/l
 // berth-machines.target is enabled, not started: the machines come up at the next boot, or now with
 // relay:configure. Without a running systemd the files are written and Report.Skipped says in one line
 // what was not enabled and why.
-func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report, error) {
-	rep := Report{Dir: c.Paths.Units}
-	files, err := Generate(c)
+func Units(ctx context.Context, c *config.Config, opts Options) (units.Report, error) {
+	rep := units.Report{Dir: c.Paths.Units}
+	files, err := units.Generate(c)
 	if err != nil {
 		return rep, err
 	}
@@ -119,10 +68,10 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 		if !slices.Contains(systemdDirs, filepath.Clean(c.Paths.Units)) {
 			return rep, fmt.Errorf("units: [Paths] Units = %s is not a directory systemd loads units from (%s)", c.Paths.Units, strings.Join(systemdDirs, ", "))
 		}
-	} else if !errors.Is(connErr, ErrNoSystemd) {
+	} else if !errors.Is(connErr, systemd.ErrNoSystemd) {
 		return rep, fmt.Errorf("units: connect to systemd: %w", connErr)
 	}
-	if rep.Binary, err = InstallBinary(ctx, c.Paths.Binary, opts.Source); err != nil {
+	if rep.Binary, err = Binary(ctx, c.Paths.Binary, opts.Source); err != nil {
 		return rep, err
 	}
 	rep.Notes = envNotes(os.Environ(), c.File)
@@ -137,7 +86,7 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 			installable = append(installable, f.Path)
 		}
 	}
-	starts := []string{Demo, SwitchTimer, UpgradeTimer, RenewTimer}
+	starts := []string{units.Demo, units.SwitchTimer, units.UpgradeTimer, units.RenewTimer}
 	if conn == nil {
 		rep.Skipped = fmt.Sprintf("units: %v: wrote the units to %s but did not enable %s, nor start %s; run units:install again on the booted host",
 			connErr, c.Paths.Units, strings.Join(installable, " "), strings.Join(starts, " "))
@@ -149,8 +98,8 @@ func Install(ctx context.Context, c *config.Config, opts InstallOptions) (Report
 // replaceFiles writes files into [Paths] Units and removes the ones the manifest lists that are not
 // generated any more (stopped and disabled first when systemd runs), keeping the manifest the union of
 // both while it works.
-func replaceFiles(ctx context.Context, conn *sd.Conn, c *config.Config, files []File, rep *Report) error {
-	old, err := ReadManifest(ManifestPath(c))
+func replaceFiles(ctx context.Context, conn *sd.Conn, c *config.Config, files []units.File, rep *units.Report) error {
+	old, err := units.ReadManifest(ManifestPath(c))
 	if err != nil {
 		return err
 	}
@@ -159,18 +108,18 @@ func replaceFiles(ctx context.Context, conn *sd.Conn, c *config.Config, files []
 		paths = append(paths, f.Path)
 	}
 	// The union first: if anything fails from here on, every file berth may have written is listed.
-	if err := Manifest(append(slices.Clone(old), paths...)).Write(ManifestPath(c)); err != nil {
+	if err := units.Manifest(append(slices.Clone(old), paths...)).Write(ManifestPath(c)); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(c.Paths.Units, 0o755); err != nil {
 		return err
 	}
-	if rep.Files, err = WriteDir(c.Paths.Units, files); err != nil {
+	if rep.Files, err = units.WriteDir(c.Paths.Units, files); err != nil {
 		return err
 	}
 
 	// Files berth installed before and does not generate now: stop, disable, remove.
-	gone := stale(old, files)
+	gone := units.NotGenerated(old, files)
 	var goneUnits []string
 	for _, p := range gone {
 		if !strings.Contains(p, "/") {
@@ -182,7 +131,7 @@ func replaceFiles(ctx context.Context, conn *sd.Conn, c *config.Config, files []
 			return err
 		}
 	}
-	removed, err := Remove(c.Paths.Units, gone)
+	removed, err := units.Remove(c.Paths.Units, gone)
 	rep.Files = append(rep.Files, removed...)
 	if err != nil {
 		return err
@@ -190,11 +139,11 @@ func replaceFiles(ctx context.Context, conn *sd.Conn, c *config.Config, files []
 	if _, err := removeLinks(c.Paths.Units, goneUnits); err != nil {
 		return err
 	}
-	return Manifest(paths).Write(ManifestPath(c))
+	return units.Manifest(paths).Write(ManifestPath(c))
 }
 
 // enableStart reloads systemd, enables installable and starts starts, each waited on.
-func enableStart(ctx context.Context, conn *sd.Conn, installable, starts []string, rep *Report) error {
+func enableStart(ctx context.Context, conn *sd.Conn, installable, starts []string, rep *units.Report) error {
 	if err := conn.ReloadContext(ctx); err != nil {
 		return fmt.Errorf("units: daemon-reload: %w", err)
 	}
@@ -207,8 +156,8 @@ func enableStart(ctx context.Context, conn *sd.Conn, installable, starts []strin
 	}
 	for _, name := range starts {
 		timeout := 2 * time.Minute
-		if name == Demo {
-			timeout = DemoStartTimeout + time.Minute
+		if name == units.Demo {
+			timeout = units.DemoStartTimeout + time.Minute
 		}
 		if err := systemd.Job(ctx, conn, "start", name, timeout); err != nil {
 			return fmt.Errorf("units: %w", err)
@@ -230,14 +179,14 @@ func skippedBy(ctx context.Context, conn *sd.Conn, name string) string {
 // Uninstall stops, disables and removes exactly the files the manifest lists, removes every enablement
 // symlink left to them, resets their failed state, reloads systemd and removes the manifest. The binary
 // stays: it is berth itself. Without a running systemd the files and symlinks are removed all the same.
-func Uninstall(ctx context.Context, c *config.Config) (Report, error) {
-	rep := Report{Dir: c.Paths.Units}
+func Uninstall(ctx context.Context, c *config.Config) (units.Report, error) {
+	rep := units.Report{Dir: c.Paths.Units}
 	l, err := lock.Acquire(ctx, lockPath(c), "units uninstall", 10*time.Minute)
 	if err != nil {
 		return rep, err
 	}
 	defer l.Release()
-	m, err := ReadManifest(ManifestPath(c))
+	m, err := units.ReadManifest(ManifestPath(c))
 	if err != nil {
 		return rep, err
 	}
@@ -257,17 +206,17 @@ func Uninstall(ctx context.Context, c *config.Config) (Report, error) {
 		if err := stopDisable(ctx, conn, c.Paths.Units, names, &rep); err != nil {
 			return rep, err
 		}
-	} else if !errors.Is(connErr, ErrNoSystemd) {
+	} else if !errors.Is(connErr, systemd.ErrNoSystemd) {
 		return rep, fmt.Errorf("units: connect to systemd: %w", connErr)
 	}
-	removed, err := Remove(c.Paths.Units, m)
+	removed, err := units.Remove(c.Paths.Units, m)
 	rep.Files = removed
 	if err != nil {
 		return rep, err
 	}
 	links, err := removeLinks(c.Paths.Units, names)
 	for _, l := range links {
-		rep.Files = append(rep.Files, Change{l, Removed})
+		rep.Files = append(rep.Files, units.Change{Path: l, State: units.Removed})
 	}
 	if err != nil {
 		return rep, err
@@ -290,13 +239,13 @@ func Uninstall(ctx context.Context, c *config.Config) (Report, error) {
 
 // stopDisable stops the units that are active (timers first, berth-demo.service last, so that nothing is
 // started by a timer while the demo goes down) and disables those whose files are in dir.
-func stopDisable(ctx context.Context, conn *sd.Conn, dir string, names []string, rep *Report) error {
+func stopDisable(ctx context.Context, conn *sd.Conn, dir string, names []string, rep *units.Report) error {
 	order := slices.Clone(names)
 	rank := func(n string) int {
 		switch {
 		case strings.HasSuffix(n, ".timer"):
 			return 0
-		case n == Demo:
+		case n == units.Demo:
 			return 2
 		}
 		return 1
@@ -315,8 +264,8 @@ func stopDisable(ctx context.Context, conn *sd.Conn, dir string, names []string,
 			continue
 		}
 		timeout := 2 * time.Minute
-		if n == Demo {
-			timeout = DemoStopTimeout + time.Minute
+		if n == units.Demo {
+			timeout = units.DemoStopTimeout + time.Minute
 		}
 		if err := systemd.Job(ctx, conn, "stop", n, timeout); err != nil {
 			return fmt.Errorf("units: %w", err)
@@ -398,32 +347,13 @@ func envNotes(environ []string, file string) []string {
 	}
 	slices.Sort(vars)
 	return []string{fmt.Sprintf("note: %s shaped the units from this environment, but the jobs will not see them: put them in %s or %s",
-		strings.Join(vars, " "), file, EnvFile)}
+		strings.Join(vars, " "), file, units.EnvFile)}
 }
 
-// SourceDir returns the working directory when it is a berth checkout (go.mod of module berth, mage.go
-// and magefiles/), else "".
-func SourceDir() string {
-	wd, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	b, err := os.ReadFile(filepath.Join(wd, "go.mod"))
-	if err != nil || !bytes.HasPrefix(bytes.TrimSpace(b), []byte("module berth\n")) {
-		return ""
-	}
-	for _, p := range []string{"mage.go", "magefiles"} {
-		if _, err := os.Stat(filepath.Join(wd, p)); err != nil {
-			return ""
-		}
-	}
-	return wd
-}
-
-// InstallBinary puts berth at dst atomically: compiled from source with `go run mage.go -compile` when
+// Binary puts berth at dst atomically: compiled from source with `go run mage.go -compile` when
 // source is a checkout, else a copy of the running executable (itself a binary mage compiled). An
 // identical binary is left in place. It returns one line saying what it did.
-func InstallBinary(ctx context.Context, dst, source string) (string, error) {
+func Binary(ctx context.Context, dst, source string) (string, error) {
 	dir := filepath.Dir(dst)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err

@@ -1,4 +1,4 @@
-package units
+package install
 
 import (
 	"context"
@@ -8,9 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/systemd"
 	"berth/internal/testutil"
+	"berth/internal/units"
 )
 
 // TestInstallWithoutSystemd installs into temporary directories as on a host where systemd does not run:
@@ -22,54 +24,59 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	t.Cleanup(func() { systemd.RunDir = "/run/systemd/system" })
 	tmp := t.TempDir()
 	conf := "[Paths]\nUnits=" + tmp + "/units\nState=" + tmp + "/state\nBinary=" + tmp + "/sbin/berth\n"
-	c := loadConfig(t, conf, nil)
+	c := loadConfig(t, conf)
 	ctx := context.Background()
 
-	rep, err := Install(ctx, c, InstallOptions{})
+	rep, err := Units(ctx, c, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("first install:\n%s", rep)
 	self, _ := os.Executable()
-	if a, b := sum(t, self), sum(t, c.Paths.Binary); a != b {
+	a, _ := fsx.FileSHA256(self)
+	b, _ := fsx.FileSHA256(c.Paths.Binary)
+	if a == "" || a != b {
 		t.Fatal("the binary is not a copy of the running executable")
 	}
 	if !strings.Contains(rep.Binary, "updated (copied from the running") || len(rep.Enabled)+len(rep.Started) != 0 {
 		t.Errorf("report: %+v", rep)
 	}
 	if strings.Count(rep.Skipped, "\n") != 0 || !strings.Contains(rep.Skipped, "systemd is not running") ||
-		!strings.Contains(rep.Skipped, "did not enable ") || !strings.Contains(rep.Skipped, Demo) || !strings.Contains(rep.Skipped, SwitchTimer) {
+		!strings.Contains(rep.Skipped, "did not enable ") || !strings.Contains(rep.Skipped, units.Demo) || !strings.Contains(rep.Skipped, units.SwitchTimer) {
 		t.Errorf("the line about what was not enabled: %q", rep.Skipped)
 	}
-	files := generateList(t, c)
-	if st, _ := Stale(c.Paths.Units, files); len(st) != 0 {
+	files, err := units.Generate(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := units.Stale(c.Paths.Units, files); len(st) != 0 {
 		t.Fatalf("installed units differ: %q", st)
 	}
-	m, _ := ReadManifest(ManifestPath(c))
+	m, _ := units.ReadManifest(ManifestPath(c))
 	if len(m) != len(files) {
 		t.Fatalf("manifest %q", m)
 	}
 
-	rep, err = Install(ctx, c, InstallOptions{})
-	if err != nil || !strings.Contains(rep.Binary, "unchanged") || slices.ContainsFunc(rep.Files, func(ch Change) bool { return ch.State != Unchanged }) {
+	rep, err = Units(ctx, c, Options{})
+	if err != nil || !strings.Contains(rep.Binary, "unchanged") || slices.ContainsFunc(rep.Files, func(ch units.Change) bool { return ch.State != units.Unchanged }) {
 		t.Fatalf("second install changed something: %v\n%s", err, rep)
 	}
 
 	// Fewer machines: the drop-ins berth no longer generates go, the operator's file stays.
 	os.WriteFile(filepath.Join(c.Paths.Units, "nginx.service"), []byte("[Unit]\n"), 0o644)
-	c2 := loadConfig(t, conf+"[Relay]\nMachines=mysql strfry\n", nil)
-	rep, err = Install(ctx, c2, InstallOptions{})
+	c2 := loadConfig(t, conf+"[Relay]\nMachines=mysql strfry\n")
+	rep, err = Units(ctx, c2, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("install with two machines:\n%s", rep)
 	var removed []string
 	for _, ch := range rep.Files {
-		if ch.State == Removed {
+		if ch.State == units.Removed {
 			removed = append(removed, ch.Path)
 		}
 	}
-	if !slices.Equal(removed, []string{"systemd-nspawn@haproxy.service.d/" + OrderDropIn, "systemd-nspawn@relaycreator.service.d/" + OrderDropIn}) {
+	if !slices.Equal(removed, []string{"systemd-nspawn@haproxy.service.d/" + units.OrderDropIn, "systemd-nspawn@relaycreator.service.d/" + units.OrderDropIn}) {
 		t.Errorf("removed %q", removed)
 	}
 	if _, err := os.Stat(filepath.Join(c.Paths.Units, "systemd-nspawn@haproxy.service.d")); !os.IsNotExist(err) {
@@ -78,7 +85,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 
 	// Uninstall: manifest files and the enablement symlinks go; nothing else.
 	os.MkdirAll(filepath.Join(c.Paths.Units, "multi-user.target.wants"), 0o755)
-	os.Symlink("../"+Demo, filepath.Join(c.Paths.Units, "multi-user.target.wants", Demo))
+	os.Symlink("../"+units.Demo, filepath.Join(c.Paths.Units, "multi-user.target.wants", units.Demo))
 	os.Symlink("/lib/systemd/system/cron.service", filepath.Join(c.Paths.Units, "multi-user.target.wants", "cron.service"))
 	rep, err = Uninstall(ctx, c2)
 	if err != nil {
@@ -113,7 +120,7 @@ func TestInstallCompiles(t *testing.T) {
 	testutil.Require(t, "gcc", "pkg-config")
 	dst := filepath.Join(t.TempDir(), "sbin", "berth")
 	ctx := context.Background()
-	line, err := InstallBinary(ctx, dst, testutil.RepoRoot(t))
+	line, err := Binary(ctx, dst, testutil.RepoRoot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +130,7 @@ func TestInstallCompiles(t *testing.T) {
 	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("binary: %v %v", fi, err)
 	}
-	line, err = InstallBinary(ctx, dst, testutil.RepoRoot(t))
+	line, err = Binary(ctx, dst, testutil.RepoRoot(t))
 	if err != nil || !strings.Contains(line, "unchanged") {
 		t.Errorf("second: %s %v", line, err)
 	}
@@ -133,22 +140,25 @@ func TestInstallCompiles(t *testing.T) {
 	t.Log(line)
 }
 
-func TestSourceDir(t *testing.T) {
-	t.Chdir(testutil.RepoRoot(t))
-	if SourceDir() == "" {
-		t.Error("the checkout is not recognised")
+func TestEnvNotes(t *testing.T) {
+	if n := envNotes([]string{"PATH=/bin", "BERTH_CONFIG=/x", "BERTH_DEBUG=1", "BERTH_TEST_CACHE=/c"}, "/x"); n != nil {
+		t.Errorf("notes: %q", n)
 	}
-	t.Chdir(t.TempDir())
-	if SourceDir() != "" {
-		t.Error("an empty directory is taken for a checkout")
+	n := envNotes([]string{"BERTH_DEMO_SWITCHEVERY=2min", "MYDOMAIN=a.example", "PATH=/bin"}, "/etc/berth/berth.conf")
+	if len(n) != 1 || !strings.Contains(n[0], "BERTH_DEMO_SWITCHEVERY MYDOMAIN") || !strings.Contains(n[0], units.EnvFile) {
+		t.Errorf("notes: %q", n)
 	}
 }
 
-func sum(t *testing.T, p string) string {
+func loadConfig(t *testing.T, file string) *config.Config {
 	t.Helper()
-	s, err := fsx.FileSHA256(p)
+	path := filepath.Join(t.TempDir(), "berth.conf")
+	if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.LoadFrom(path, func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return c
 }
