@@ -24,6 +24,7 @@ import (
 	"berth/internal/clone"
 	"berth/internal/config"
 	"berth/internal/demo"
+	"berth/internal/hostnet"
 	"berth/internal/run"
 
 	"golang.org/x/sys/unix"
@@ -520,7 +521,7 @@ func freeAddr() string {
 func freeSubnet() netip.Prefix {
 	for {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(250)), 0}), 24)
-		if demo.CheckOverlap(p, "") == nil {
+		if hostnet.CheckOverlap(p, "") == nil {
 			return p
 		}
 	}

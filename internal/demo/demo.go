@@ -21,7 +21,10 @@ import (
 	"berth/internal/clone"
 	"berth/internal/config"
 	"berth/internal/fsx"
+	"berth/internal/haproxy"
+	"berth/internal/hostnet"
 	"berth/internal/lock"
+	"berth/internal/upgraded"
 )
 
 // Timeouts of the demo's steps.
@@ -40,9 +43,9 @@ type Demo struct {
 	lxcPath string
 	store   string // pristine generations: <LXC>/.berth-demo/gen/<NNNNNN>
 	dir     string // state: <State>/demo
-	net     Network
-	proxy   *Proxy
-	hooks   Hooks
+	net     hostnet.Network
+	proxy   *haproxy.Proxy
+	hooks   upgraded.Hooks
 }
 
 // State is what the demo records between runs (<State>/demo/state.json).
@@ -59,13 +62,13 @@ type State struct {
 func Open(c *config.Config) (*Demo, error) {
 	d := &Demo{c: c, cfg: c.Demo, lxcPath: c.Paths.LXC, dir: filepath.Join(c.Paths.State, "demo")}
 	d.store = filepath.Join(d.lxcPath, ".berth-demo")
-	d.net = Network{Bridge: d.cfg.Bridge, Subnet: d.cfg.Subnet, StateDir: filepath.Join(d.dir, "net")}
-	var servers []Server
+	d.net = hostnet.Network{Bridge: d.cfg.Bridge, Subnet: d.cfg.Subnet, StateDir: filepath.Join(d.dir, "net")}
+	var servers []haproxy.Server
 	for i, n := range d.cfg.Containers {
-		servers = append(servers, Server{Name: n, Addr: d.net.Addr(i).String() + ":80"})
+		servers = append(servers, haproxy.Server{Name: n, Addr: d.net.Addr(i).String() + ":80"})
 	}
-	d.proxy = &Proxy{Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
-	d.hooks = Hooks{Dir: d.cfg.Hooks, LogDir: filepath.Join(d.dir, "logs", "hooks"), Timeout: 30 * time.Minute}
+	d.proxy = &haproxy.Proxy{Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
+	d.hooks = upgraded.Hooks{Dir: d.cfg.Hooks, LogDir: filepath.Join(d.dir, "logs", "hooks"), Timeout: 30 * time.Minute}
 	be, err := pickBackend(d.cfg.Backend, d.lxcPath)
 	if err != nil {
 		return nil, err

@@ -17,8 +17,10 @@ import (
 	"berth/images"
 	"berth/internal/config"
 	"berth/internal/fsx"
+	"berth/internal/hostnet"
 	"berth/internal/testutil"
 	"berth/internal/testutil/testbase"
+	"berth/internal/upgraded"
 )
 
 // demoEnv is one test demo's configuration: its own LXC path, bridge, subnet, loopback ports and hooks.
@@ -26,7 +28,7 @@ func demoEnv(t *testing.T, lxcPath, backend string) map[string]string {
 	var subnet netip.Prefix
 	for {
 		subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(200 + rand.IntN(50)), byte(rand.IntN(250)), 0}), 24)
-		if CheckOverlap(subnet, "") == nil {
+		if hostnet.CheckOverlap(subnet, "") == nil {
 			break
 		}
 	}
@@ -176,7 +178,7 @@ func TestDemoOnLXC(t *testing.T) {
 		if len(after) != len(before)+1 || !exists(filepath.Join(d.genDir(g), "root/hook10")) || !exists(filepath.Join(d.genDir(g), "root/hook30")) {
 			t.Fatalf("generations %v → %v; new one without both hooks' marks", before, after)
 		}
-		h := Hooks{Dir: hooks}
+		h := upgraded.Hooks{Dir: hooks}
 		arch, _ := h.Archived()
 		quar, _ := h.Quarantined()
 		if !slices.Equal(arch, []string{"10-ok", "30-ok"}) || !slices.Equal(quar, []string{"20-fail"}) {

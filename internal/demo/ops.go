@@ -14,9 +14,10 @@ import (
 	"berth/internal/base"
 	"berth/internal/clone"
 	"berth/internal/fsx"
+	"berth/internal/hostnet"
 	"berth/internal/image"
 	"berth/internal/tlsx"
-	upgraded "berth/upgrade.d"
+	shipped "berth/upgrade.d"
 )
 
 // Check validates what Build needs before anything changes: the image, the subnet, the hooks.
@@ -28,7 +29,7 @@ func (d *Demo) Check(fsys fs.FS) error {
 	if m.Kind != "container" {
 		return fmt.Errorf("[Demo] Image = %s: a %s image, not a demo container image ([Image] Kind = container)", d.cfg.Image, m.Kind)
 	}
-	if err := CheckOverlap(d.cfg.Subnet, d.cfg.Bridge); err != nil {
+	if err := hostnet.CheckOverlap(d.cfg.Subnet, d.cfg.Bridge); err != nil {
 		return fmt.Errorf("[Demo] Subnet = %s: %w", d.cfg.Subnet, err)
 	}
 	return d.hooks.Check()
@@ -94,13 +95,13 @@ func (d *Demo) installHooks() error {
 			return err
 		}
 	}
-	return fs.WalkDir(upgraded.FS, ".", func(p string, e fs.DirEntry, err error) error {
+	return fs.WalkDir(shipped.FS, ".", func(p string, e fs.DirEntry, err error) error {
 		dst := filepath.Join(d.cfg.Hooks, p)
 		if err != nil || e.IsDir() || exists(dst) || exists(filepath.Join(d.cfg.Hooks, "archive", e.Name())) ||
 			exists(filepath.Join(d.cfg.Hooks, "quarantine", e.Name())) {
 			return err
 		}
-		b, err := fs.ReadFile(upgraded.FS, p)
+		b, err := fs.ReadFile(shipped.FS, p)
 		if err == nil {
 			err = fsx.WriteFile(dst, b, 0o755)
 		}

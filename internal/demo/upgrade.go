@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"berth/internal/clone"
+	"berth/internal/upgraded"
 )
 
 // PayloadUpgrade is the image's own upgrade step, run inside the container after apt when the image ships
@@ -60,7 +61,7 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 		return errors.Join(err, d.save(st))
 	}
 
-	var results []HookResult
+	var results []upgraded.HookResult
 	for round := 1; ; round++ {
 		var failed []string
 		results, err = d.upgradeRound(ctx, st, idle, prev, cand, logDir)
@@ -115,7 +116,7 @@ func currentOr(d *Demo, fallback string) string {
 
 // upgradeRound boots a clone of generation prev as the idle container and upgrades it; on return the
 // container is stopped and cand holds the result.
-func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, logDir string) ([]HookResult, error) {
+func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, logDir string) ([]upgraded.HookResult, error) {
 	if err := d.stop(idle); err != nil {
 		return nil, err
 	}

@@ -1,18 +1,14 @@
-package demo
+package haproxy
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,14 +36,14 @@ func newProxyBackend(t *testing.T, body string) *proxyBackendServer {
 	return b
 }
 
-func proxyFreeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// The HTTP helpers, shared with internal/demo's tests.
+var (
+	proxyFreeAddr = testutil.FreeAddr
+	proxyClient   = testutil.HTTPClient
+	proxyGet      = testutil.HTTPGet
+	expectBody    = testutil.ExpectBody
+	proxyLoad     = testutil.HTTPLoad
+)
 
 // newTestProxy returns a proxy on free loopback ports in front of backends, stopped when the test ends.
 func newTestProxy(t *testing.T, backends map[string]*proxyBackendServer, names ...string) *Proxy {
@@ -70,65 +66,6 @@ func newTestProxy(t *testing.T, backends map[string]*proxyBackendServer, names .
 		}
 	})
 	return p
-}
-
-var proxyClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-	MaxIdleConnsPerHost: 16, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true,
-}}
-
-func proxyGet(url string) (int, string, error) {
-	resp, err := proxyClient.Get(url)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-func expectBody(t *testing.T, url, want string) {
-	t.Helper()
-	code, body, err := proxyGet(url)
-	if err != nil || code != 200 || body != want {
-		t.Fatalf("GET %s: %d %q %v, want 200 %q", url, code, body, err, want)
-	}
-}
-
-// proxyLoad sends requests from several goroutines (each pausing between requests) until stop is called,
-// which returns served and failed.
-func proxyLoad(t *testing.T, url string, pause time.Duration) (stop func() (served, failed int64)) {
-	var served, failed atomic.Int64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				code, _, err := proxyGet(url)
-				if err != nil || code != 200 {
-					if failed.Add(1) <= 5 {
-						t.Logf("failed request: %d %v", code, err)
-					}
-				} else {
-					served.Add(1)
-				}
-				time.Sleep(pause)
-			}
-		}()
-	}
-	var once sync.Once
-	stop = func() (int64, int64) {
-		once.Do(func() { close(done); wg.Wait() })
-		return served.Load(), failed.Load()
-	}
-	t.Cleanup(func() { stop() }) // when the test fails before it stops the load itself
-	return stop
 }
 
 func TestProxySwitch(t *testing.T) {

@@ -1,4 +1,4 @@
-package demo
+package upgraded
 
 import (
 	"berth/internal/testutil"

@@ -1,4 +1,6 @@
-package demo
+// Package haproxy runs the demo's front: one HAProxy process in master-worker mode with a configuration
+// berth renders, reloaded gracefully, and switched between servers through its runtime API.
+package haproxy
 
 import (
 	"bytes"

@@ -1,4 +1,7 @@
-package demo
+// Package upgraded runs the operator's upgrade.d hooks of the demo's nightly upgrade: one-shot hooks and
+// always hooks in name order, each with its log, then archives or quarantines the one-shots by result.
+// (The hooks berth ships are in the package berth/upgrade.d.)
+package upgraded
 
 import (
 	"context"

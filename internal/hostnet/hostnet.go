@@ -1,4 +1,7 @@
-package demo
+// Package hostnet prepares the host side of the demo's network: its bridge, IPv4 forwarding and the nft
+// table that NATs its subnet out through the egress interface, after checking that the subnet overlaps
+// nothing the host already has.
+package hostnet
 
 import (
 	"cmp"
