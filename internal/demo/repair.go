@@ -146,11 +146,11 @@ func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string
 func (d *Demo) cloneFrom(ctx context.Context, st *State, src string) error {
 	root := d.rootfs(src)
 	if d.running(src) {
-		c, err := d.container(src)
+		pid, err := d.ct(src).InitPid()
 		if err != nil {
 			return err
 		}
-		root = "/proc/" + strconv.Itoa(c.InitPid()) + "/root"
+		root = "/proc/" + strconv.Itoa(pid) + "/root"
 	}
 	staging := filepath.Join(d.store, "staging")
 	if err := clone.Remove(ctx, staging); err != nil {

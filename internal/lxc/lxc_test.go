@@ -1,0 +1,40 @@
+package lxc
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestConfig(t *testing.T) {
+	c := Container{Path: "/var/lib/lxc", Name: "demo1", Log: "/var/lib/berth/demo/logs/demo1.lxc.log"}
+	n := Net{Bridge: "berthdemo0", Addr: netip.MustParsePrefix("10.1.5.3/24"), Gateway: netip.MustParseAddr("10.1.5.1")}
+	cfg := c.Config("dir:/var/lib/lxc/demo1/rootfs", n)
+	for _, want := range []string{
+		"lxc.uts.name = demo1\n", "lxc.rootfs.path = dir:/var/lib/lxc/demo1/rootfs\n", "lxc.net.0.link = berthdemo0\n",
+		"lxc.net.0.ipv4.address = 10.1.5.3/24\n", "lxc.net.0.ipv4.gateway = 10.1.5.1\n",
+		"lxc.log.file = /var/lib/berth/demo/logs/demo1.lxc.log\n", "lxc.net.0.hwaddr = 02:",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if again := c.Config("dir:/var/lib/lxc/demo1/rootfs", n); again != cfg {
+		t.Error("two renderings differ")
+	}
+	// The veth name and the MAC address differ per container and bridge, and the veth name fits IFNAMSIZ.
+	other := Container{Name: "demo2"}.Config("dir:x", n)
+	pair := func(s string) string {
+		_, v, _ := strings.Cut(s, "lxc.net.0.veth.pair = ")
+		v, _, _ = strings.Cut(v, "\n")
+		return v
+	}
+	mac := func(s string) string {
+		_, v, _ := strings.Cut(s, "lxc.net.0.hwaddr = ")
+		v, _, _ = strings.Cut(v, "\n")
+		return v
+	}
+	if pair(cfg) == pair(other) || mac(cfg) == mac(other) || len(pair(cfg)) > 15 {
+		t.Errorf("veth %q/%q, hwaddr %q/%q", pair(cfg), pair(other), mac(cfg), mac(other))
+	}
+}
