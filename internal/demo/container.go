@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"berth/internal/clone"
 	"berth/internal/fsx"
 	"berth/internal/lxc"
 	"berth/internal/run"
@@ -35,10 +34,7 @@ func (d *Demo) lxcConfig(name, rootfs string) string {
 
 // rootfsSpec is the container's lxc.rootfs.path for generation g under the demo's backend.
 func (d *Demo) rootfsSpec(name, g string) string {
-	if d.Backend == "overlayfs" {
-		return "overlay:" + d.genDir(g) + ":" + filepath.Join(d.ctDir(name), "delta")
-	}
-	return "dir:" + d.rootfs(name)
+	return d.gens.RootfsSpec(d.ctDir(name), d.genDir(g))
 }
 
 func (d *Demo) writeConfig(name, rootfs string) error {
@@ -64,26 +60,7 @@ func (d *Demo) reset(ctx context.Context, st *State, name, g string) error {
 	if err := os.MkdirAll(d.ctDir(name), 0o750); err != nil {
 		return err
 	}
-	var err error
-	switch d.Backend {
-	case "overlayfs":
-		for _, p := range []string{"delta", "olwork", "rootfs"} {
-			if err = clone.Remove(ctx, filepath.Join(d.ctDir(name), p)); err != nil {
-				return err
-			}
-		}
-		if err = os.MkdirAll(filepath.Join(d.ctDir(name), "delta"), 0o755); err == nil {
-			err = os.MkdirAll(d.rootfs(name), 0o755)
-		}
-	default: // btrfs snapshots the generation, dir copies it
-		m := clone.Copy
-		if d.Backend == "btrfs" {
-			m = clone.Snapshot
-		}
-		if err = clone.Remove(ctx, d.rootfs(name)); err == nil {
-			err = clone.TreeWith(ctx, d.genDir(g), d.rootfs(name), m)
-		}
-	}
+	err := d.gens.Reset(ctx, d.ctDir(name), d.genDir(g))
 	if err == nil {
 		err = d.writeConfig(name, d.rootfsSpec(name, g))
 	}

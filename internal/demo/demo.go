@@ -14,16 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	"berth/internal/clone"
 	"berth/internal/config"
-	"berth/internal/fsx"
 	"berth/internal/haproxy"
 	"berth/internal/hostnet"
 	"berth/internal/lock"
+	"berth/internal/storage"
 	"berth/internal/upgraded"
 )
 
@@ -42,6 +40,7 @@ type Demo struct {
 	Backend string // dir, btrfs or overlayfs: what [Demo] Backend resolved to
 	lxcPath string
 	store   string // pristine generations: <LXC>/.berth-demo/gen/<NNNNNN>
+	gens    storage.Store
 	dir     string // state: <State>/demo
 	net     hostnet.Network
 	proxy   *haproxy.Proxy
@@ -69,11 +68,12 @@ func Open(c *config.Config) (*Demo, error) {
 	}
 	d.proxy = &haproxy.Proxy{Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
 	d.hooks = upgraded.Hooks{Dir: d.cfg.Hooks, LogDir: filepath.Join(d.dir, "logs", "hooks"), Timeout: 30 * time.Minute}
-	be, err := pickBackend(d.cfg.Backend, d.lxcPath)
+	be, err := storage.Pick(d.cfg.Backend, d.lxcPath)
 	if err != nil {
 		return nil, err
 	}
-	d.Backend = be
+	d.Backend = be.Name()
+	d.gens = storage.Store{Dir: d.store, Backend: be}
 	return d, nil
 }
 
@@ -84,45 +84,6 @@ func (d *Demo) domain() string {
 		return d.cfg.Domain
 	}
 	return "demo.localhost"
-}
-
-// pickBackend resolves [Demo] Backend: auto takes btrfs snapshots when the LXC path is on btrfs, else an
-// overlayfs over a pristine lower layer when the kernel has overlayfs, else plain directories.
-func pickBackend(want, lxcPath string) (string, error) {
-	dir := lxcPath
-	for {
-		if _, err := os.Stat(dir); err == nil || dir == "/" {
-			break
-		}
-		dir = filepath.Dir(dir)
-	}
-	fstype, err := clone.FSType(dir)
-	if err != nil {
-		return "", err
-	}
-	fss, _ := os.ReadFile("/proc/filesystems")
-	overlay := strings.Contains(string(fss), "\toverlay\n")
-	switch want {
-	case "btrfs":
-		if fstype != "btrfs" {
-			return "", fmt.Errorf("[Demo] Backend = btrfs, but %s is on %s: put [Paths] LXC on btrfs or choose auto", lxcPath, fstype)
-		}
-	case "overlayfs":
-		if !overlay {
-			return "", errors.New("[Demo] Backend = overlayfs, but this kernel has no overlayfs")
-		}
-	case "dir":
-	default: // auto
-		switch {
-		case fstype == "btrfs":
-			want = "btrfs"
-		case overlay:
-			want = "overlayfs"
-		default:
-			want = "dir"
-		}
-	}
-	return want, nil
 }
 
 // begin takes the demo's lock for what and loads its state; with built, it first checks that the demo is
@@ -260,86 +221,25 @@ func (d *Demo) alert(ctx context.Context, msg string) {
 	}
 }
 
-func genName(n int) string { return fmt.Sprintf("%06d", n) }
-
 // generations lists the pristine generations, oldest first.
-func (d *Demo) generations() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(d.store, "gen"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	var gens []string
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() && len(e.Name()) == 6 {
-			gens = append(gens, e.Name())
-		}
-	}
-	return gens, err
-}
+func (d *Demo) generations() ([]string, error) { return d.gens.Generations() }
 
-func (d *Demo) genDir(g string) string { return filepath.Join(d.store, "gen", g) }
+func (d *Demo) genDir(g string) string { return d.gens.Path(g) }
 
 // current is the newest generation: the pristine state containers are reset to.
-func (d *Demo) current() (string, error) {
-	gens, err := d.generations()
-	if err != nil || len(gens) == 0 {
-		return "", errors.Join(err, errors.New("no pristine state: run demo:build"))
-	}
-	return gens[len(gens)-1], nil
-}
+func (d *Demo) current() (string, error) { return d.gens.Current() }
 
 // addGeneration publishes the tree at src (a staging clone on the store's file system, consumed) as the new
 // current generation, and prunes the oldest beyond [Demo] KeepSnapshots archived ones that no container uses.
 func (d *Demo) addGeneration(ctx context.Context, st *State, src string) (string, error) {
-	gens, err := d.generations()
-	if err != nil {
-		return "", err
-	}
-	n := 1
-	if len(gens) > 0 {
-		last, _ := strconv.Atoi(gens[len(gens)-1])
-		n = last + 1
-	}
-	g := genName(n)
-	if err := os.MkdirAll(filepath.Join(d.store, "gen"), 0o700); err != nil {
-		return "", err
-	}
-	if d.Backend == "btrfs" {
-		err = clone.Subvolume(ctx, src, d.genDir(g))
-		if err == nil {
-			err = clone.Remove(ctx, src)
-		}
-	} else {
-		err = os.Rename(src, d.genDir(g))
-	}
-	if err != nil {
-		return "", err
-	}
-	if err := fsx.SyncDir(filepath.Join(d.store, "gen")); err != nil {
-		return "", err
-	}
-	gens = append(gens, g)
-	for len(gens) > d.cfg.KeepSnapshots+1 {
-		old := gens[0]
-		gens = gens[1:]
+	return d.gens.Add(ctx, src, d.cfg.KeepSnapshots, func(g string) bool {
 		used := false
 		for _, u := range st.Gen {
-			used = used || u == old
+			used = used || u == g
 		}
-		if used && d.Backend == "overlayfs" { // a running container's lower layer
-			continue
-		}
-		if err := clone.Remove(ctx, d.genDir(old)); err != nil {
-			return "", err
-		}
-	}
-	return g, nil
+		return used
+	})
 }
 
 // setAside moves a damaged generation out of the rotation to <store>/broken/.
-func (d *Demo) setAside(g string) error {
-	if err := os.MkdirAll(filepath.Join(d.store, "broken"), 0o700); err != nil {
-		return err
-	}
-	return os.Rename(d.genDir(g), filepath.Join(d.store, "broken", g+"-"+time.Now().Format("20060102-150405")))
-}
+func (d *Demo) setAside(g string) error { return d.gens.SetAside(g) }
