@@ -387,7 +387,7 @@ func (s *session) availability(ov *demo.Demo) ([]Run, error) {
 		var stopProxy func()
 		if alg == "original" {
 			addr = freeAddr()
-			if stopProxy, err = ov.PassiveProxy(ctx, addr); err != nil {
+			if stopProxy, err = PassiveProxy(ctx, filepath.Join(s.work, "passive-proxy"), addr, ov.Servers()); err != nil {
 				return nil, err
 			}
 		}
@@ -399,7 +399,7 @@ func (s *session) availability(ov *demo.Demo) ([]Run, error) {
 			if alg == "berth" {
 				t, err = ov.Switch(ctx)
 			} else {
-				t, err = ov.OriginalSwitch(ctx)
+				t, err = OriginalSwitch(ctx, ov)
 			}
 			if err != nil {
 				loop.stop()

@@ -1,4 +1,4 @@
-package demo
+package bench
 
 import (
 	"context"
@@ -8,8 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"berth/internal/config"
+	"berth/internal/demo"
 	"berth/internal/fsx"
+	"berth/internal/haproxy"
 	"berth/internal/run"
 )
 
@@ -21,49 +22,44 @@ import (
 // active one.
 var OriginalWait = 10 * time.Second
 
-// OriginalSwitch switches the way the original demo_switch.sh did (without its lock and marker files):
+// OriginalSwitch switches d the way the original demo_switch.sh did (without its lock and marker files):
 // no health check and no traffic move, only start, sleep, stop, reset.
-func (d *Demo) OriginalSwitch(ctx context.Context) (t SwitchTimes, err error) {
-	l, st, err := d.begin(ctx, "demo original switch", true)
+func OriginalSwitch(ctx context.Context, d *demo.Demo) (t demo.SwitchTimes, err error) {
+	l, st, err := d.Begin(ctx, "demo original switch")
 	if err != nil {
 		return t, err
 	}
 	defer l.Release()
-	cur, err := d.current()
-	if err != nil {
-		return t, err
-	}
 	t.From = st.Active
-	t.To = d.other(st.Active)
+	t.To = d.Other(st.Active)
 	t0 := time.Now()
-	if err := d.start(ctx, st, t.To); err != nil {
+	if err := d.StartContainer(ctx, st, t.To); err != nil {
 		return t, err
 	}
 	time.Sleep(OriginalWait)
-	if err := d.stop(t.From); err != nil {
+	if err := d.StopContainer(t.From); err != nil {
 		return t, err
 	}
 	t.Switch = time.Since(t0)
 	st.Active = t.To
 	t1 := time.Now()
-	if err := d.reset(ctx, st, t.From, cur); err != nil {
+	if err := d.ResetContainer(ctx, st, t.From); err != nil {
 		return t, err
 	}
 	t.Reset = time.Since(t1)
-	return t, d.save(st)
+	return t, d.Save(st)
 }
 
-// PassiveProxy runs a second HAProxy on addr in front of both containers the way the original's nginx
-// upstream did: round robin over both, no health check, a refused connection retried on the other. stop
-// ends it.
-func (d *Demo) PassiveProxy(ctx context.Context, addr string) (stop func(), err error) {
-	dir := filepath.Join(d.dir, "passive-proxy")
+// PassiveProxy runs a second HAProxy on addr, with its files in dir, in front of servers the way the
+// original's nginx upstream did: round robin over both, no health check, a refused connection retried on
+// the other. stop ends it.
+func PassiveProxy(ctx context.Context, dir, addr string, servers []haproxy.Server) (stop func(), err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	var servers strings.Builder
-	for _, s := range d.proxy.Servers {
-		fmt.Fprintf(&servers, "\tserver %s %s\n", s.Name, s.Addr)
+	var lines strings.Builder
+	for _, s := range servers {
+		fmt.Fprintf(&lines, "\tserver %s %s\n", s.Name, s.Addr)
 	}
 	cfg := fmt.Sprintf(`global
 	pidfile %[1]s/haproxy.pid
@@ -79,7 +75,7 @@ frontend http
 	default_backend demo
 backend demo
 	balance roundrobin
-%[3]s`, dir, addr, servers.String())
+%[3]s`, dir, addr, lines.String())
 	if err := fsx.WriteFile(filepath.Join(dir, "haproxy.cfg"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -93,12 +89,3 @@ backend demo
 		os.RemoveAll(dir)
 	}, nil
 }
-
-// PristineDir is the tree of the current pristine generation.
-func (d *Demo) PristineDir() (string, error) {
-	g, err := d.current()
-	return d.genDir(g), err
-}
-
-// Config is the demo's configuration.
-func (d *Demo) Config() config.Demo { return d.cfg }
