@@ -13,7 +13,6 @@ import (
 
 	"berth/internal/base"
 	"berth/internal/clone"
-	"berth/internal/fsx"
 	"berth/internal/hostnet"
 	"berth/internal/image"
 	"berth/internal/tlsx"
@@ -87,27 +86,8 @@ func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
 	return d.serve(ctx, st)
 }
 
-// installHooks lays out [Demo] Hooks and adds the shipped hooks that are missing there (an operator's
-// file of the same name, or one they archived or quarantined, is left alone).
-func (d *Demo) installHooks() error {
-	for _, sub := range []string{"always", "archive", "quarantine"} {
-		if err := os.MkdirAll(filepath.Join(d.cfg.Hooks, sub), 0o755); err != nil {
-			return err
-		}
-	}
-	return fs.WalkDir(shipped.FS, ".", func(p string, e fs.DirEntry, err error) error {
-		dst := filepath.Join(d.cfg.Hooks, p)
-		if err != nil || e.IsDir() || exists(dst) || exists(filepath.Join(d.cfg.Hooks, "archive", e.Name())) ||
-			exists(filepath.Join(d.cfg.Hooks, "quarantine", e.Name())) {
-			return err
-		}
-		b, err := fs.ReadFile(shipped.FS, p)
-		if err == nil {
-			err = fsx.WriteFile(dst, b, 0o755)
-		}
-		return err
-	})
-}
+// installHooks lays out [Demo] Hooks and adds the shipped hooks that are missing there.
+func (d *Demo) installHooks() error { return d.hooks.Install(shipped.FS) }
 
 // passwordFile holds the demo user's password (0600), shown to visitors on the login page as a demo must.
 func (d *Demo) passwordFile() string { return filepath.Join(d.dir, "demo-password") }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"berth/internal/fsx"
 )
 
 // Hooks runs the operator's upgrade.d scripts.
@@ -230,4 +233,29 @@ func (h Hooks) move(name, sub string) error {
 		return fmt.Errorf("hook %s: %v", name, err)
 	}
 	return nil
+}
+
+// exists reports whether path names something, following symlinks.
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Install lays out Dir and adds the hooks of shipped (berth/upgrade.d's FS) that are missing there (an
+// operator's file of the same name, or one they archived or quarantined, is left alone).
+func (h Hooks) Install(shipped fs.FS) error {
+	for _, sub := range []string{"always", "archive", "quarantine"} {
+		if err := os.MkdirAll(filepath.Join(h.Dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	return fs.WalkDir(shipped, ".", func(p string, e fs.DirEntry, err error) error {
+		dst := filepath.Join(h.Dir, p)
+		if err != nil || e.IsDir() || exists(dst) || exists(filepath.Join(h.Dir, "archive", e.Name())) ||
+			exists(filepath.Join(h.Dir, "quarantine", e.Name())) {
+			return err
+		}
+		b, err := fs.ReadFile(shipped, p)
+		if err == nil {
+			err = fsx.WriteFile(dst, b, 0o755)
+		}
+		return err
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -363,5 +364,36 @@ func TestShippedDemoLoginHook(t *testing.T) {
 	run(filepath.Join(tmp, "rootfs"))
 	if again := hookReadFile(t, page); again != first {
 		t.Fatalf("second run changed the page:\n%s", again)
+	}
+}
+
+func TestInstall(t *testing.T) {
+	h, _ := newHooks(t)
+	shipped := fstest.MapFS{
+		"always/10-a":  {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+		"always/20-b":  {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+		"30-oneshot":   {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+		"40-done":      {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+		"50-quarantin": {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+	}
+	writeHook(t, h.Dir, "always/20-b", "# the operator's own", 0o700)
+	writeHook(t, h.Dir, "archive/40-done", "", 0o755)
+	writeHook(t, h.Dir, "quarantine/50-quarantin", "", 0o755)
+	for range 2 {
+		if err := h.Install(shipped); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(h.Dir, "always/10-a")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("always/10-a: %v %v", st, err)
+	}
+	if got := hookReadFile(t, filepath.Join(h.Dir, "always/20-b")); !strings.Contains(got, "the operator's own") {
+		t.Fatalf("the operator's hook was replaced: %q", got)
+	}
+	if p, err := h.Pending(); err != nil || !reflect.DeepEqual(p, []string{"30-oneshot"}) {
+		t.Fatalf("pending after Install: %v %v (archived and quarantined hooks come back?)", p, err)
+	}
+	if err := h.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
