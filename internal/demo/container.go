@@ -2,7 +2,6 @@ package demo
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"berth/internal/fsx"
 	"berth/internal/lxc"
 	"berth/internal/run"
 )
@@ -25,11 +23,10 @@ func (d *Demo) ct(name string) lxc.Container {
 	return lxc.Container{Path: d.lxcPath, Name: name, Log: d.lxcLog(name)}
 }
 
-// lxcConfig renders the container's LXC configuration with a static address on the demo's bridge. rootfs
-// is the value of lxc.rootfs.path.
-func (d *Demo) lxcConfig(name, rootfs string) string {
+// lxcNet is the container's network: a static address on the demo's bridge.
+func (d *Demo) lxcNet(name string) lxc.Net {
 	addr := netip.PrefixFrom(d.net.Addr(slices.Index(d.cfg.Containers, name)), d.cfg.Subnet.Bits())
-	return d.ct(name).Config(rootfs, lxc.Net{Bridge: d.cfg.Bridge, Addr: addr, Gateway: d.net.Gateway()})
+	return lxc.Net{Bridge: d.cfg.Bridge, Addr: addr, Gateway: d.net.Gateway()}
 }
 
 // rootfsSpec is the container's lxc.rootfs.path for generation g under the demo's backend.
@@ -38,13 +35,7 @@ func (d *Demo) rootfsSpec(name, g string) string {
 }
 
 func (d *Demo) writeConfig(name, rootfs string) error {
-	if err := os.MkdirAll(d.ctDir(name), 0o750); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o750); err != nil {
-		return err
-	}
-	return fsx.WriteFile(filepath.Join(d.ctDir(name), "config"), []byte(d.lxcConfig(name, rootfs)), 0o640)
+	return d.ct(name).WriteConfig(rootfs, d.lxcNet(name))
 }
 
 // reset returns a stopped container to generation g: a fresh snapshot (btrfs), an emptied upper layer
@@ -91,25 +82,6 @@ func (d *Demo) stop(name string) error { return d.ct(name).Stop(StopTimeout) }
 // attach runs argv inside the running container, its output appended to log.
 func (d *Demo) attach(ctx context.Context, name string, log *os.File, timeout time.Duration, argv ...string) error {
 	return d.ct(name).Attach(ctx, log, timeout, argv...)
-}
-
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
-
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return fsx.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 func runAlert(ctx context.Context, argv []string, msg string) error {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"berth/internal/config"
+	"berth/internal/fsx"
 	"berth/internal/haproxy"
 	"berth/internal/hostnet"
 	"berth/internal/lock"
@@ -117,7 +118,7 @@ func (d *Demo) statePath() string { return filepath.Join(d.dir, "state.json") }
 
 func (d *Demo) load() (*State, error) {
 	st := &State{}
-	if err := readJSON(d.statePath(), st); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := fsx.ReadJSON(d.statePath(), st); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
 	if st.Dirty == nil {
@@ -129,7 +130,7 @@ func (d *Demo) load() (*State, error) {
 	return st, nil
 }
 
-func (d *Demo) save(st *State) error { return writeJSON(d.statePath(), st) }
+func (d *Demo) save(st *State) error { return fsx.WriteJSON(d.statePath(), st, 0o600) }
 
 // built tells whether Build has made the containers.
 func (d *Demo) built() bool {

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	golxc "github.com/lxc/go-lxc"
 
+	"berth/internal/fsx"
 	"berth/internal/run"
 )
 
@@ -51,6 +53,18 @@ lxc.net.0.ipv4.gateway = %s
 lxc.log.file = %s
 lxc.log.level = WARN
 `, name, rootfs, n.Bridge, sum[:6], sum[6], sum[7], sum[8], sum[9], sum[10], n.Addr.Addr(), n.Addr.Bits(), n.Gateway, c.Log)
+}
+
+// WriteConfig writes the container's configuration (Config) to <Path>/<Name>/config, creating the
+// container's directory and the log's.
+func (c Container) WriteConfig(rootfs string, n Net) error {
+	if err := os.MkdirAll(filepath.Join(c.Path, c.Name), 0o750); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(c.Log), 0o750); err != nil {
+		return err
+	}
+	return fsx.WriteFile(filepath.Join(c.Path, c.Name, "config"), []byte(c.Config(rootfs, n)), 0o640)
 }
 
 func (c Container) container() (*golxc.Container, error) {

@@ -2,6 +2,8 @@ package lxc
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -36,5 +38,21 @@ func TestConfig(t *testing.T) {
 	}
 	if pair(cfg) == pair(other) || mac(cfg) == mac(other) || len(pair(cfg)) > 15 {
 		t.Errorf("veth %q/%q, hwaddr %q/%q", pair(cfg), pair(other), mac(cfg), mac(other))
+	}
+}
+
+func TestWriteConfig(t *testing.T) {
+	dir := t.TempDir()
+	c := Container{Path: filepath.Join(dir, "lxc"), Name: "demo1", Log: filepath.Join(dir, "state", "logs", "demo1.lxc.log")}
+	n := Net{Bridge: "br0", Addr: netip.MustParsePrefix("10.1.5.3/24"), Gateway: netip.MustParseAddr("10.1.5.1")}
+	if err := c.WriteConfig("dir:/x", n); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "lxc", "demo1", "config"))
+	if err != nil || string(b) != c.Config("dir:/x", n) {
+		t.Fatalf("config file: %v\n%s", err, b)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "state", "logs")); err != nil || !st.IsDir() {
+		t.Fatalf("log directory: %v", err)
 	}
 }
