@@ -289,12 +289,12 @@ func (s *session) demoReset(baseDir, btrfs string) (*demo.Demo, env, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		d, err := demo.Open(c)
+		d, err := demo.Open(c, images.FS)
 		if err != nil {
 			return nil, nil, err
 		}
 		s.cleanups = append(s.cleanups, func() { d.Remove(context.Background()) })
-		return d, de, d.Build(ctx, images.FS, false)
+		return d, de, d.Build(ctx, false)
 	}
 	ov, ovEnv, err := mk("overlayfs", filepath.Join(work, "lxc"))
 	if err != nil {

@@ -6,11 +6,13 @@ package demo
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +23,7 @@ import (
 	"berth/internal/fsx"
 	"berth/internal/haproxy"
 	"berth/internal/hostnet"
+	"berth/internal/image"
 	"berth/internal/lock"
 	"berth/internal/storage"
 	"berth/internal/upgraded"
@@ -46,6 +49,9 @@ type Demo struct {
 	net     hostnet.Network
 	proxy   *haproxy.Proxy
 	hooks   upgraded.Hooks
+	fsys    fs.FS       // the image folders
+	payload image.Serve // how [Demo] Image serves: scheme, port, health path
+	imgErr  error       // [Demo] Image does not load: Check reports it
 }
 
 // State is what the demo records between runs (<State>/demo/state.json).
@@ -58,16 +64,29 @@ type State struct {
 	UpgradeNote string            `json:"upgrade_result"`
 }
 
-// Open resolves the configuration into a demo (without touching anything).
-func Open(c *config.Config) (*Demo, error) {
-	d := &Demo{c: c, cfg: c.Demo, lxcPath: c.Paths.LXC, dir: filepath.Join(c.Paths.State, "demo")}
+// Open resolves the configuration into a demo (without touching anything); fsys holds the image folders
+// ([Demo] Image is read from it: how it serves, and what Build builds).
+func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
+	d := &Demo{c: c, cfg: c.Demo, lxcPath: c.Paths.LXC, dir: filepath.Join(c.Paths.State, "demo"), fsys: fsys}
 	d.store = filepath.Join(d.lxcPath, ".berth-demo")
 	d.net = hostnet.Network{Bridge: d.cfg.Bridge, Subnet: d.cfg.Subnet, StateDir: filepath.Join(d.dir, "net")}
+	m, err := image.Load(fsys, d.cfg.Image)
+	if err == nil {
+		d.payload = m.Serve
+	} else {
+		d.imgErr, d.payload = err, image.Serve{Scheme: "http", Port: 80, HealthPath: "/"}
+	}
+	if d.cfg.HealthPath != "" {
+		d.payload.HealthPath = d.cfg.HealthPath
+	}
 	var servers []haproxy.Server
 	for i, n := range d.cfg.Containers {
-		servers = append(servers, haproxy.Server{Name: n, Addr: d.net.Addr(i).String() + ":80"})
+		servers = append(servers, haproxy.Server{Name: n, Addr: netip.AddrPortFrom(d.net.Addr(i), uint16(d.payload.Port)).String()})
 	}
-	d.proxy = &haproxy.Proxy{Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
+	d.proxy = &haproxy.Proxy{Name: d.cfg.Bridge, Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
+	if d.payload.Scheme == "https" {
+		d.proxy.TLSTo = d.domain()
+	}
 	d.hooks = upgraded.Hooks{Dir: d.cfg.Hooks, LogDir: filepath.Join(d.dir, "logs", "hooks"), Timeout: 30 * time.Minute}
 	be, err := storage.Pick(d.cfg.Backend, d.lxcPath)
 	if err != nil {
@@ -164,24 +183,40 @@ func (d *Demo) addr(name string) string {
 	return d.net.Addr(slices.Index(d.cfg.Containers, name)).String()
 }
 
-// healthy asks the container for [Demo] HealthPath once.
+// healthy asks the container once for its health path, the way the proxy talks to it: the image's scheme
+// and port on the container's own address, with Host and SNI set to the demo's domain. Only a 2xx answer is
+// healthy; a redirect is not followed (it would lead through the proxy, or anywhere the guest points).
 func (d *Demo) healthy(ctx context.Context, name string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.addr(name)+d.cfg.HealthPath, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.healthURL(name), nil)
 	if err != nil {
 		return err
 	}
 	req.Host = d.domain()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := healthClient(d.domain()).Do(req)
 	if err != nil {
 		return err
 	}
 	resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s answers %s", d.cfg.HealthPath, resp.Status)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s answers %s%s", d.healthURL(name), resp.Status, strings.TrimSuffix(" → "+resp.Header.Get("Location"), " → "))
 	}
 	return nil
+}
+
+func (d *Demo) healthURL(name string) string {
+	return d.payload.Scheme + "://" + netip.AddrPortFrom(d.net.Addr(slices.Index(d.cfg.Containers, name)), uint16(d.payload.Port)).String() + d.payload.HealthPath
+}
+
+// healthClient dials the container directly (no proxy from the environment), sends the demo's domain as
+// SNI without verifying the certificate (a payload's own is self-signed), and never follows a redirect.
+func healthClient(domain string) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{ServerName: domain, InsecureSkipVerify: true}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // waitHealthy waits, bounded by HealthTimeout, until the container runs and passes its health check.
@@ -198,7 +233,7 @@ func (d *Demo) waitHealthy(ctx context.Context, name string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not pass its health check (http://%s%s) within %s: %v", name, d.addr(name), d.cfg.HealthPath, HealthTimeout, last)
+			return fmt.Errorf("%s did not pass its health check (%s) within %s: %v", name, d.healthURL(name), HealthTimeout, last)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -49,7 +49,7 @@ func lxcDir(t *testing.T) string {
 }
 
 func openTest(t *testing.T, c *config.Config) *Demo {
-	d, err := Open(c)
+	d, err := Open(c, images.FS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,14 +106,14 @@ func TestDemoOnLXC(t *testing.T) {
 
 	t.Run("build, twice", func(t *testing.T) {
 		start := time.Now()
-		if err := d.Build(ctx, images.FS, false); err != nil {
+		if err := d.Build(ctx, false); err != nil {
 			t.Fatal(err)
 		}
 		took := time.Since(start)
 		gens, _ := d.generations()
 		sum, _ := fsx.TreeSum(d.genDir(gens[0]))
 		start = time.Now()
-		if err := d.Build(ctx, images.FS, false); err != nil {
+		if err := d.Build(ctx, false); err != nil {
 			t.Fatal(err)
 		}
 		again, _ := d.generations()
@@ -403,7 +403,7 @@ func TestDemoOnLXC(t *testing.T) {
 			c2 := *c
 			c2.Paths.LXC, c2.Demo.Backend = be.lxc, be.name
 			d2 := openTest(t, &c2)
-			if err := d2.Build(ctx, images.FS, false); err != nil {
+			if err := d2.Build(ctx, false); err != nil {
 				t.Fatal(err)
 			}
 			stop := proxyLoad(t, httpURL+"/", 20*time.Millisecond)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,11 +19,11 @@ import (
 )
 
 // Check validates what Build needs before anything changes: the image, the subnet, the hooks.
-func (d *Demo) Check(fsys fs.FS) error {
-	m, err := image.Load(fsys, d.cfg.Image)
-	if err != nil {
-		return fmt.Errorf("[Demo] Image = %s: %w", d.cfg.Image, err)
+func (d *Demo) Check() error {
+	if d.imgErr != nil {
+		return fmt.Errorf("[Demo] Image = %s: %w", d.cfg.Image, d.imgErr)
 	}
+	m, _ := image.Load(d.fsys, d.cfg.Image)
 	if m.Kind != "container" {
 		return fmt.Errorf("[Demo] Image = %s: a %s image, not a demo container image ([Image] Kind = container)", d.cfg.Image, m.Kind)
 	}
@@ -34,11 +33,12 @@ func (d *Demo) Check(fsys fs.FS) error {
 	return d.hooks.Check()
 }
 
-// Build makes the demo: the pristine generation from the base and [Demo] Image (only when missing, stale
-// or forced), both containers reset to it, the bridge and NAT, the TLS bundle, the proxy, and one container
-// serving. Running it again changes nothing.
-func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
-	if err := d.Check(fsys); err != nil {
+// Build makes the demo: the demo password (made once), the bridge and NAT, the pristine generation from
+// the base and [Demo] Image (only when missing, stale or forced; provisioned in a booted builder container
+// on the demo's bridge when the image asks for it), both containers reset to it, the TLS bundle, the proxy,
+// and one container serving. Running it again changes nothing.
+func (d *Demo) Build(ctx context.Context, force bool) error {
+	if err := d.Check(); err != nil {
 		return err
 	}
 	l, st, err := d.begin(ctx, "demo build", false)
@@ -46,8 +46,14 @@ func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
 		return err
 	}
 	defer l.Release()
+	if _, err := base.Password(d.passwordFile()); err != nil {
+		return err
+	}
+	if err := d.net.Up(ctx); err != nil {
+		return err
+	}
 	cur, _ := d.current()
-	if force || cur == "" || !image.Fresh(d.c, fsys, d.cfg.Image, d.genDir(cur), nil) {
+	if force || cur == "" || !image.Fresh(d.c, d.fsys, d.cfg.Image, d.genDir(cur), d.settings()) {
 		staging := filepath.Join(d.store, "staging")
 		if err := os.MkdirAll(d.store, 0o700); err != nil {
 			return err
@@ -55,8 +61,9 @@ func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
 		if err := clone.Remove(ctx, staging); err != nil {
 			return err
 		}
-		m, _ := image.Load(fsys, d.cfg.Image)
-		if err := image.BuildTree(ctx, d.c, fsys, d.cfg.Image, staging, image.Options{Sources: image.SourceOverrides(m)}); err != nil {
+		m, _ := image.Load(d.fsys, d.cfg.Image)
+		opts := image.Options{Sources: image.SourceOverrides(m), Settings: d.settings(), Booter: builder{d}}
+		if err := image.BuildTree(ctx, d.c, d.fsys, d.cfg.Image, staging, opts); err != nil {
 			return err
 		}
 		if cur, err = d.addGeneration(ctx, st, staging); err != nil {
@@ -67,13 +74,7 @@ func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
 	if err := d.installHooks(); err != nil {
 		return err
 	}
-	if _, err := base.Password(d.passwordFile()); err != nil {
-		return err
-	}
 	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
-		return err
-	}
-	if err := d.net.Up(ctx); err != nil {
 		return err
 	}
 	for _, n := range d.cfg.Containers {
@@ -89,7 +90,8 @@ func (d *Demo) Build(ctx context.Context, fsys fs.FS, force bool) error {
 // installHooks lays out [Demo] Hooks and adds the shipped hooks that are missing there.
 func (d *Demo) installHooks() error { return d.hooks.Install(shipped.FS) }
 
-// passwordFile holds the demo user's password (0600), shown to visitors on the login page as a demo must.
+// passwordFile holds the demo user's password (0600), made once by Build: the password the image sets for
+// the demo user and the hint shows to visitors on the login page, as a demo must.
 func (d *Demo) passwordFile() string { return filepath.Join(d.dir, "demo-password") }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -159,7 +159,7 @@ func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, lo
 		}
 	}
 	d.hooks.Env = map[string]string{"BERTH_ROOTFS": cand, "BERTH_LXC_PATH": d.lxcPath, "BERTH_CONTAINER": idle,
-		"BERTH_DEMO_USER": "demo", "BERTH_DEMO_PASSWORD_FILE": d.passwordFile()}
+		"BERTH_DEMO_USER": d.cfg.User, "BERTH_DEMO_PASSWORD_FILE": d.passwordFile()}
 	results := d.hooks.Run(ctx, idle, nil)
 	if err := d.waitHealthy(ctx, idle); err != nil {
 		return nil, fmt.Errorf("after the upgrade: %w", err)

@@ -28,10 +28,14 @@ type Server struct{ Name, Addr string } // Addr "10.1.5.3:80"
 // Proxy is the demo's front: one HAProxy process with its own configuration, pid file and runtime socket in
 // Dir. It routes every request to exactly one server, the active one; switching keeps requests in flight.
 type Proxy struct {
+	Name        string // tells this front's transient unit apart from another configuration's (berth-demo-proxy-<Name>)
 	Dir         string // holds haproxy.cfg, haproxy.pid, admin.sock (created 0700 if missing)
 	HTTP, HTTPS string // listen addresses as in config: ":80", "127.0.0.1:18080"; HTTPS may be "" (no TLS frontend)
 	Bundle      string // PEM with certificate + key for HTTPS
 	Servers     []Server
+	// TLSTo is the server name (SNI) to talk HTTPS to the servers with, for a payload that serves HTTPS only;
+	// empty: plain HTTP. With it, the HTTP frontend redirects visitors to https.
+	TLSTo string
 }
 
 const (
@@ -40,6 +44,14 @@ const (
 	proxyBackend = "demo"
 	proxyWait    = 10 * time.Second
 )
+
+// Unit is the transient systemd unit the front runs in where systemd runs the host.
+func (p *Proxy) Unit() string {
+	if p.Name == "" {
+		return proxyUnit
+	}
+	return proxyUnit + "-" + p.Name
+}
 
 func (p *Proxy) cfgPath() string  { return filepath.Join(p.Dir, "haproxy.cfg") }
 func (p *Proxy) pidPath() string  { return filepath.Join(p.Dir, "haproxy.pid") }
@@ -55,17 +67,25 @@ func (p *Proxy) Render(active string) []byte {
 	w("\thard-stop-after 60s\n")
 	w("defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s")
 	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 3\n\toption redispatch\n\toption forwardfor\n")
-	w("frontend http\n\tbind %s\n\thttp-request set-header X-Forwarded-Proto http\n\tdefault_backend %s\n", p.HTTP, proxyBackend)
+	w("frontend http\n\tbind %s\n\thttp-request set-header X-Forwarded-Proto http", p.HTTP)
+	if p.TLSTo != "" && p.HTTPS != "" {
+		w("\thttp-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }")
+	}
+	w("\tdefault_backend %s\n", proxyBackend)
 	if p.HTTPS != "" {
 		w("frontend https\n\tbind %s ssl crt %s ssl-min-ver TLSv1.2 alpn h2,http/1.1", p.HTTPS, p.Bundle)
 		w("\thttp-request set-header X-Forwarded-Proto https\n\tdefault_backend %s\n", proxyBackend)
 	}
 	w("backend %s\n\tbalance first", proxyBackend)
+	tls := ""
+	if p.TLSTo != "" { // the payload's own certificate is self-signed: the proxy checks the name, not the chain
+		tls = " ssl verify none sni str(" + p.TLSTo + ")"
+	}
 	for _, s := range p.Servers {
 		if s.Name == active {
-			w("\tserver %s %s", s.Name, s.Addr)
+			w("\tserver %s %s%s", s.Name, s.Addr, tls)
 		} else {
-			w("\tserver %s %s disabled", s.Name, s.Addr)
+			w("\tserver %s %s%s disabled", s.Name, s.Addr, tls)
 		}
 	}
 	return []byte(b.String())
@@ -144,7 +164,7 @@ func (p *Proxy) start(ctx context.Context) error {
 	argv := []string{haproxyBin, "-W", "-D", "-f", p.cfgPath()}
 	comm, _ := os.ReadFile("/proc/1/comm")
 	if _, err := os.Stat("/run/systemd/system"); err == nil && strings.TrimSpace(string(comm)) == "systemd" {
-		argv = []string{"systemd-run", "--unit=" + proxyUnit, "--collect", "-p", "Type=notify", "-p", "KillMode=mixed",
+		argv = []string{"systemd-run", "--unit=" + p.Unit(), "--collect", "-p", "Type=notify", "-p", "KillMode=mixed",
 			haproxyBin, "-Ws", "-f", p.cfgPath()}
 	}
 	if _, err := (run.Cmd{Argv: argv, Timeout: 30 * time.Second}).Run(ctx); err != nil {

@@ -207,3 +207,27 @@ func TestProxyBadBundle(t *testing.T) {
 		t.Fatalf("Stop when not running: %v", err)
 	}
 }
+
+// TestRenderTLSUpstream: a payload that serves HTTPS only is reached over TLS with the demo's domain as SNI,
+// and visitors on HTTP are sent to https (ACME answers excepted); a plain payload gets neither.
+func TestRenderTLSUpstream(t *testing.T) {
+	p := &Proxy{Name: "bdx", Dir: "/run/x", HTTP: ":80", HTTPS: ":443", Bundle: "/b.pem", TLSTo: "demo.test",
+		Servers: []Server{{"demo1", "10.1.5.3:443"}, {"demo2", "10.1.5.4:443"}}}
+	cfg := string(p.Render("demo2"))
+	for _, want := range []string{
+		"\tserver demo1 10.1.5.3:443 ssl verify none sni str(demo.test) disabled\n",
+		"\tserver demo2 10.1.5.4:443 ssl verify none sni str(demo.test)\n",
+		"\thttp-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }\n",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("haproxy.cfg lacks %q:\n%s", want, cfg)
+		}
+	}
+	if p.Unit() != "berth-demo-proxy-bdx" {
+		t.Errorf("unit %s", p.Unit())
+	}
+	p.TLSTo = ""
+	if cfg := string(p.Render("demo1")); strings.Contains(cfg, "ssl verify") || strings.Contains(cfg, "redirect") {
+		t.Errorf("a plain payload got TLS or a redirect:\n%s", cfg)
+	}
+}

@@ -22,9 +22,8 @@ import (
 )
 
 const (
-	sysctlFile = "/etc/sysctl.d/61-berth-demo.conf"
-	ipForward  = "/proc/sys/net/ipv4/ip_forward"
-	origFile   = "ip_forward.orig"
+	ipForward = "/proc/sys/net/ipv4/ip_forward"
+	origFile  = "ip_forward.orig"
 )
 
 // cmd runs argv with a short timeout: every command here is a quick query or change of kernel state.
@@ -38,6 +37,12 @@ type Network struct {
 	Subnet   netip.Prefix // e.g. 10.1.5.0/24
 	StateDir string       // where the previous net.ipv4.ip_forward value is remembered (file ip_forward.orig)
 }
+
+// SysctlFile keeps ip_forward on for this network across reboots; named after the bridge, so that two
+// configurations on one host do not share it.
+func (n Network) SysctlFile() string { return strings.Replace(sysctlGlob, "*", n.Bridge, 1) }
+
+const sysctlGlob = "/etc/sysctl.d/61-berth-demo-*.conf"
 
 // Gateway is the bridge's address: the first address of the subnet plus one (10.1.5.1 for 10.1.5.0/24).
 func (n Network) Gateway() netip.Addr { return nth(n.Subnet, 1) }
@@ -221,8 +226,8 @@ func (n Network) enableForwarding() error {
 			return fmt.Errorf("remembering ip_forward: %w", err)
 		}
 	}
-	if err := fsx.WriteFile(sysctlFile, []byte("# berth demo: its containers reach the outside through NAT\nnet.ipv4.ip_forward = 1\n"), 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", sysctlFile, err)
+	if err := fsx.WriteFile(n.SysctlFile(), []byte("# berth demo: its containers reach the outside through NAT\nnet.ipv4.ip_forward = 1\n"), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", n.SysctlFile(), err)
 	}
 	if cur, err := os.ReadFile(ipForward); err == nil && strings.TrimSpace(string(cur)) == "1" {
 		return nil // already on (and /proc/sys may be read-only, as in a container sharing the host's network)
@@ -255,7 +260,7 @@ func (n Network) Down(ctx context.Context) error {
 }
 
 // Remove undoes Up, idempotently: Down, the bridge, the sysctl file, and ip_forward back to the value
-// remembered in StateDir.
+// remembered in StateDir, unless another demo network of this host still needs it.
 func (n Network) Remove(ctx context.Context) error {
 	if err := n.Down(ctx); err != nil {
 		return err
@@ -267,15 +272,20 @@ func (n Network) Remove(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := os.Remove(sysctlFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	// berth's releases before per-bridge names wrote 61-berth-demo.conf.
+	for _, f := range []string{n.SysctlFile(), "/etc/sysctl.d/61-berth-demo.conf"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	orig := filepath.Join(n.StateDir, origFile)
 	v, err := os.ReadFile(orig)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if cur, rerr := os.ReadFile(ipForward); err == nil && (rerr != nil || string(cur) != string(v)) {
+	// Another demo network on this host still forwards: ip_forward stays on until the last one goes.
+	others, _ := filepath.Glob(sysctlGlob)
+	if cur, rerr := os.ReadFile(ipForward); err == nil && len(others) == 0 && (rerr != nil || string(cur) != string(v)) {
 		err = os.WriteFile(ipForward, v, 0o644)
 	}
 	if err == nil {

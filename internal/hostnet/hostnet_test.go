@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -84,9 +85,6 @@ func readForward(t *testing.T) string {
 
 func TestNetworkUpRemove(t *testing.T) {
 	testutil.Require(t, "nft", "ip")
-	if _, err := os.Stat(sysctlFile); err == nil {
-		testutil.SkipOrFail(t, sysctlFile+" exists: a demo network is set up on this host, which this test would take down")
-	}
 	ctx := context.Background()
 	b := make([]byte, 2)
 	rand.Read(b)
@@ -156,8 +154,8 @@ func TestNetworkUpRemove(t *testing.T) {
 	if v := readForward(t); v != "1" {
 		t.Errorf("ip_forward = %s after Up", v)
 	}
-	if b, err := os.ReadFile(sysctlFile); err != nil || !strings.Contains(string(b), "net.ipv4.ip_forward = 1") {
-		t.Errorf("%s: %v: %q", sysctlFile, err, b)
+	if b, err := os.ReadFile(n.SysctlFile()); err != nil || !strings.Contains(string(b), "net.ipv4.ip_forward = 1") {
+		t.Errorf("%s: %v: %q", n.SysctlFile(), err, b)
 	}
 
 	// The bridge's own subnet is fine for the bridge; a host network is not.
@@ -187,7 +185,9 @@ func TestNetworkUpRemove(t *testing.T) {
 			t.Fatalf("Remove #%d: %v", i+1, err)
 		}
 	}
-	if v := readForward(t); v != before {
+	if others, _ := filepath.Glob(sysctlGlob); len(others) > 0 {
+		t.Logf("ip_forward left on after Remove: another demo network is up (%v)", others)
+	} else if v := readForward(t); v != before {
 		t.Errorf("ip_forward = %s after Remove, want %s", v, before)
 	}
 	if kind, err := n.linkKind(ctx); err != nil || kind != "" {
@@ -196,8 +196,8 @@ func TestNetworkUpRemove(t *testing.T) {
 	if _, err := run.Output(ctx, "nft", "list", "table", "ip", n.Table()); err == nil {
 		t.Errorf("table %s still exists", n.Table())
 	}
-	if _, err := os.Stat(sysctlFile); err == nil {
-		t.Errorf("%s still exists", sysctlFile)
+	if _, err := os.Stat(n.SysctlFile()); err == nil {
+		t.Errorf("%s still exists", n.SysctlFile())
 	}
 	if ents, _ := os.ReadDir(n.StateDir); len(ents) != 0 {
 		t.Errorf("state dir not empty after Remove: %v", ents)

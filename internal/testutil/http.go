@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -29,8 +30,24 @@ var HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transp
 }}
 
 // HTTPGet returns the status code and body of GET url.
-func HTTPGet(url string) (int, string, error) {
-	resp, err := HTTPClient.Get(url)
+func HTTPGet(url string) (int, string, error) { return HTTPGetWith(HTTPClient, url) }
+
+// HostClient is a client for a named site behind a proxy on loopback: every connection goes to addr,
+// whatever the URL's host, so that Host and SNI are the URL's; it trusts any certificate and follows no
+// redirect.
+func HostClient(addr string) *http.Client {
+	var d net.Dialer
+	return &http.Client{Timeout: 10 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 16, TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return d.DialContext(ctx, network, addr)
+			}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// HTTPGetWith returns the status code and body of GET url through client.
+func HTTPGetWith(client *http.Client, url string) (int, string, error) {
+	resp, err := client.Get(url)
 	if err != nil {
 		return 0, "", err
 	}
@@ -51,6 +68,11 @@ func ExpectBody(t testing.TB, url, want string) {
 // HTTPLoad sends requests from several goroutines (each pausing between requests) until stop is called,
 // which returns served and failed.
 func HTTPLoad(t testing.TB, url string, pause time.Duration) (stop func() (served, failed int64)) {
+	return HTTPLoadWith(t, HTTPClient, url, pause)
+}
+
+// HTTPLoadWith is HTTPLoad through client.
+func HTTPLoadWith(t testing.TB, client *http.Client, url string, pause time.Duration) (stop func() (served, failed int64)) {
 	var served, failed atomic.Int64
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -64,7 +86,7 @@ func HTTPLoad(t testing.TB, url string, pause time.Duration) (stop func() (serve
 					return
 				default:
 				}
-				code, _, err := HTTPGet(url)
+				code, _, err := HTTPGetWith(client, url)
 				if err != nil || code != 200 {
 					if failed.Add(1) <= 5 {
 						t.Logf("failed request: %d %v", code, err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -324,46 +323,6 @@ func TestShippedUpgradeD(t *testing.T) {
 	}
 	if a, err := h.AlwaysHooks(); err != nil || !reflect.DeepEqual(a, []string{"always/10-demo-login"}) {
 		t.Errorf("shipped always hooks %v, %v", a, err)
-	}
-}
-
-func TestShippedDemoLoginHook(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		testutil.SkipOrFail(t, "needs bash")
-	}
-	script := filepath.Join(testutil.RepoRoot(t), "upgrade.d", "always", "10-demo-login")
-	tmp := t.TempDir()
-	run := func(rootfs string) {
-		t.Helper()
-		cmd := exec.Command(script, "demo1")
-		cmd.Env = append(os.Environ(), "BERTH_ROOTFS="+rootfs, "BERTH_DEMO_USER=demo",
-			"BERTH_DEMO_PASSWORD_FILE="+filepath.Join(tmp, "password"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", script, err, out)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(tmp, "password"), []byte("p&ss<word>\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run(filepath.Join(tmp, "not-yunohost")) // no portal: nothing to do
-
-	page := filepath.Join(tmp, "rootfs", "usr/share/ssowat/portal/login.html")
-	if err := os.MkdirAll(filepath.Dir(page), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	orig := "<html><body>\n<form class=\"login-form\">\n<input name=\"user\">\n</form>\n</body></html>\n"
-	if err := os.WriteFile(page, []byte(orig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(filepath.Join(tmp, "rootfs"))
-	first := hookReadFile(t, page)
-	if strings.Count(first, "berth-demo-hint") != 1 || !strings.Contains(first, "p&amp;ss&lt;word&gt;") ||
-		!strings.Contains(first, ">demo<") || !strings.HasPrefix(first, "<html><body>\n<form") {
-		t.Fatalf("login page after the hook:\n%s", first)
-	}
-	run(filepath.Join(tmp, "rootfs"))
-	if again := hookReadFile(t, page); again != first {
-		t.Fatalf("second run changed the page:\n%s", again)
 	}
 }
 

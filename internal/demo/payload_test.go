@@ -1,0 +1,200 @@
+package demo
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"berth/images"
+	"berth/internal/image"
+	"berth/internal/testutil"
+	"berth/internal/testutil/testbase"
+)
+
+// payloadImages is the test payload demo-https (testdata) with the YunoHost image's hint script, as a
+// folder of images.
+func payloadImages(t *testing.T) string {
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "demo-https"), os.DirFS("testdata/images/demo-https")); err != nil {
+		t.Fatal(err)
+	}
+	hint, err := images.FS.ReadFile("yunohost/demo-hint")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "demo-https", "demo-hint"), hint, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// aptRepository makes a flat apt repository holding one small package, berth-test-payload, built with
+// dpkg-deb and indexed with apt-ftparchive, and serves it over HTTP on addr (the demo bridge's gateway:
+// what the builder container reaches). It returns the sources.list line.
+func aptRepository(t *testing.T, ip string) string {
+	root := t.TempDir()
+	pkg, repo := filepath.Join(root, "pkg"), filepath.Join(root, "repo")
+	for _, d := range []string{filepath.Join(pkg, "DEBIAN"), filepath.Join(pkg, "usr/share/berth-test-payload"), repo} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(pkg, "DEBIAN/control"), []byte("Package: berth-test-payload\nVersion: 1.0\nArchitecture: all\n"+
+		"Maintainer: berth tests <root@localhost>\nDescription: a package from the test's own apt repository\n"), 0o644)
+	os.WriteFile(filepath.Join(pkg, "usr/share/berth-test-payload/hello"), []byte("from the mirror\n"), 0o644)
+	for _, argv := range [][]string{
+		{"dpkg-deb", "--root-owner-group", "--build", pkg, filepath.Join(repo, "berth-test-payload_1.0_all.deb")},
+		{"sh", "-c", "cd " + repo + " && apt-ftparchive packages . > Packages && apt-ftparchive release . > Release"},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", argv, err, out)
+		}
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(repo))}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "deb [trusted=yes] http://" + l.Addr().String() + "/ ./"
+}
+
+// TestDemoPayloadOnLXC builds a payload shaped like YunoHost through demo:build: provisioned in the booted
+// builder container (its script fills a running MariaDB and installs a package from an apt repository the
+// test serves), with berth's settings and the host's password file, served over HTTPS only; then 20
+// switches under load through the proxy's HTTPS front, the health check over HTTPS with SNI, and the demo
+// hint placed again by the shipped upgrade hook.
+func TestDemoPayloadOnLXC(t *testing.T) {
+	testutil.Require(t, "lxc-start", "haproxy", "nft", "debootstrap", "systemd-nspawn", "dpkg-deb", "apt-ftparchive")
+	ctx := context.Background()
+	env := demoEnv(t, lxcDir(t), "overlayfs")
+	env["BERTH_DEMO_IMAGE"], env["BERTH_DEMO_DOMAIN"], env["BERTH_DEMO_HEALTHPATH"] = "demo-https", "demo.test", ""
+	c := testbase.Config(t, env)
+	testbase.Build(t, c)
+	d, err := Open(c, os.DirFS(payloadImages(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Remove(context.Background()); err != nil {
+			t.Errorf("remove: %v", err)
+		}
+	})
+	if err := d.net.Up(ctx); err != nil { // the repository listens on the bridge's gateway
+		t.Fatal(err)
+	}
+	t.Setenv("BERTH_DEMO_HTTPS_APT_REPOSITORY", aptRepository(t, d.net.Gateway().String()))
+
+	start := time.Now()
+	if err := d.Build(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built in %s (booted provisioning)", time.Since(start).Round(time.Millisecond))
+	cur, _ := d.current()
+	pristine := d.genDir(cur)
+	password, _ := os.ReadFile(d.passwordFile())
+	for file, want := range map[string]string{
+		"var/www/html/db.txt":                                        "hello from mariadb\n", // made through the running database
+		"usr/share/berth-test-payload/hello":                         "from the mirror\n",    // installed from the test's repository
+		"root/received-password":                                     string(password),       // the host's password file
+		"etc/systemd/system/multi-user.target.wants/mariadb.service": "",                     // enabled, and so running at boot
+	} {
+		b, err := os.ReadFile(filepath.Join(pristine, file))
+		if err != nil || (want != "" && string(b) != want) {
+			t.Errorf("pristine %s: %q %v, want %q", file, b, err, want)
+		}
+	}
+	for _, gone := range []string{"var/lib/berth-build", "usr/local/go", "etc/apt/sources.list.d/mirror.list"} {
+		if _, err := os.Stat(filepath.Join(pristine, gone)); !os.IsNotExist(err) {
+			t.Errorf("pristine still has %s: %v", gone, err)
+		}
+	}
+	logs, _ := filepath.Glob(filepath.Join(image.LogDir(c), "demo-https-*.log"))
+	if len(logs) != 1 {
+		t.Fatalf("build logs: %v", logs)
+	}
+	log, _ := os.ReadFile(logs[0])
+	for _, want := range []string{"BERTH_DOMAIN=demo.test", "BERTH_DEMO_USER=demo", "BERTH_PUBLIC_SCHEME=https",
+		"BERTH_DEMO_PASSWORD_FILE=/var/lib/berth-build/berth_demo_password_file", "Setting up berth-test-payload"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the build log lacks %q", want)
+		}
+	}
+	if pw := strings.TrimSpace(string(password)); pw == "" || strings.Contains(string(log), pw) {
+		t.Errorf("the demo password (%d bytes) is in the build log %s", len(pw), logs[0])
+	}
+	t.Logf("build log %s: %d bytes, settings received:\n%s", logs[0], len(log), grepLines(string(log), "BERTH_"))
+
+	active := oneServing(t, d)
+	site := "https://demo.test:" + port(c.Demo.HTTPS)
+	client := testutil.HostClient(c.Demo.HTTPS)
+	if code, body, err := testutil.HTTPGetWith(client, site+"/"); code != 200 || body != "berth demo "+active+"\n" {
+		t.Fatalf("GET / through the proxy: %d %q %v", code, body, err)
+	}
+	plain := testutil.HostClient(c.Demo.HTTP)
+	resp, err := plain.Get("http://demo.test/blog?x=1")
+	if err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != "https://demo.test/blog?x=1" {
+		t.Fatalf("port 80 should redirect to https at the proxy: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// The health check asks over HTTPS with SNI and Host demo.test; pointed at the payload's port 80, whose
+	// every answer is a redirect, it fails instead of following it.
+	saved := d.payload
+	d.payload.Scheme, d.payload.Port = "http", 80
+	if err := d.healthy(ctx, active); err == nil || !strings.Contains(err.Error(), "301") {
+		t.Errorf("health check against a redirect: %v", err)
+	}
+	d.payload = saved
+
+	hint := func() string {
+		t.Helper()
+		code, body, err := testutil.HTTPGetWith(client, site+"/portal/")
+		if err != nil || code != 200 || strings.Count(body, `id="berth-demo-hint"`) != 1 ||
+			!strings.Contains(body, "Login: demo   Password: "+strings.TrimSpace(string(password))) {
+			t.Fatalf("login page through the proxy: %d %v\n%s", code, err, body)
+		}
+		return body
+	}
+	first := hint()
+	hook := filepath.Join(testutil.RepoRoot(t), "upgrade.d", "always", "10-demo-login")
+	for range 2 {
+		cmd := exec.Command(hook, active)
+		cmd.Env = append(os.Environ(), "BERTH_LXC_PATH="+d.lxcPath, "BERTH_DEMO_USER=demo", "BERTH_DEMO_PASSWORD_FILE="+d.passwordFile())
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "placed in 1 page") {
+			t.Fatalf("10-demo-login: %v\n%s", err, out)
+		}
+	}
+	if again := hint(); again != first {
+		t.Fatalf("the hook changed the page it had already placed the hint in:\n%s", again)
+	}
+
+	stop := testutil.HTTPLoadWith(t, client, site+"/", 20*time.Millisecond)
+	var sw []time.Duration
+	for i := range 20 {
+		times, err := d.Switch(ctx)
+		if err != nil {
+			t.Fatalf("switch %d: %v", i+1, err)
+		}
+		sw = append(sw, times.Switch)
+		now := oneServing(t, d)
+		if code, body, _ := testutil.HTTPGetWith(client, site+"/"); code != 200 || body != "berth demo "+now+"\n" {
+			t.Fatalf("after switch %d: %d %q", i+1, code, body)
+		}
+	}
+	served, failed := stop()
+	if failed != 0 {
+		t.Fatalf("%d of %d requests failed during 20 switches", failed, served+failed)
+	}
+	t.Logf("20 switches over HTTPS upstreams (SNI demo.test), %d requests, 0 failed; switch median %s (max %s)",
+		served, median(sw), slices.Max(sw))
+}
+
+func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
