@@ -1,6 +1,8 @@
 // Package images holds one folder per image: image.conf (the manifest, in systemd's INI syntax) and the files
 // the image installs. They are compiled into berth, so the installed binary builds images without a checkout.
-// Adding an image is adding a folder.
+// Adding an image is adding a folder: every folder here is embedded without being named (embed.go itself comes
+// along, harmlessly: only folders holding an image.conf are images). A new machine folder also gets its Mage
+// namespace from `go generate ./...` (magefiles/images_gen.go).
 package images
 
 import (
@@ -9,9 +11,9 @@ import (
 	"os"
 )
 
-// FS holds every image folder.
+// FS holds every image folder, hidden files included.
 //
-//go:embed all:mysql all:haproxy all:strfry all:relaycreator all:demo-web all:yunohost
+//go:embed all:*
 var FS embed.FS
 
 // Active returns the image folders berth uses: those in the directory $BERTH_IMAGES when it is set (an
