@@ -75,6 +75,9 @@ func All(action string) error {
 		return err
 	}
 	names, err := image.NamesOfKind(images.Active(), "machine")
+	if action == "status" {
+		names, err = statusNames(images.Active())
+	}
 	if err != nil {
 		return err
 	}
@@ -152,7 +155,9 @@ func Status(ctx context.Context, c *config.Config, names []string) error {
 	for _, n := range names {
 		m, err := image.Load(images.Active(), n)
 		if err != nil {
-			return err
+			// A broken folder is one row saying why, not a status that fails for every machine.
+			fmt.Fprintf(tw, "%s\tbroken image: %s\t-\t-\t-\t-\n", n, strings.Join(strings.Fields(err.Error()), " "))
+			continue
 		}
 		st, _ := machine.Status(ctx, n)
 		built := "not installed"
@@ -175,6 +180,19 @@ func Status(ctx context.Context, c *config.Config, names []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n, st.Active, st.Enabled, health, addr, built)
 	}
 	return tw.Flush()
+}
+
+// statusNames lists the machine folders and the broken ones, which status shows as rows with their error
+// (image.NamesOfKind fails on the first broken folder).
+func statusNames(fsys fs.FS) ([]string, error) {
+	names, err := image.Names(fsys)
+	var out []string
+	for _, n := range names {
+		if m, err := image.Load(fsys, n); err != nil || m.Kind == "machine" {
+			out = append(out, n)
+		}
+	}
+	return out, err
 }
 
 // BaseAndAll builds the base and then every machine.
