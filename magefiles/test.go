@@ -10,15 +10,30 @@ import (
 	"berth/internal/prereqs"
 )
 
-// Test installs what the tests need, then runs every test: unit tests, and as root the integration tests on
+// Test runs berth's tests in tiers: test:all (also `test`) is every test, test:unit the quick unit tier.
+type Test mg.Namespace
+
+// Aliases keeps `./mage test` the full suite.
+var Aliases = map[string]interface{}{"test": Test.All}
+
+// All installs what the tests need, then runs every test: unit tests, and as root the integration tests on
 // real debootstrap, systemd-nspawn, LXC and a booted systemd test host. Rootfs tarballs are cached in
 // BERTH_TEST_CACHE (default /var/cache/berth-test). TESTFLAGS adds flags to go test (e.g. TESTFLAGS=-short).
-func Test() error {
+func (Test) All() error {
 	mg.Deps(Prereqs)
 	if err := prereqs.Install(interruptible(), prereqs.Test); err != nil {
 		return err
 	}
-	args := []string{"test", "-count=1", "-timeout=60m"}
+	return goTest("-timeout=60m")
+}
+
+// Unit runs the unit tier, `go test -short ./...`: no root, nothing installed, under a minute; integration and
+// system tests skip (even under CI=true), and actionlint checks .github/workflows. TESTFLAGS adds flags.
+func (Test) Unit() error { return goTest("-short", "-timeout=10m") }
+
+// goTest runs go test on every package with TESTFLAGS, uncached.
+func goTest(flags ...string) error {
+	args := append([]string{"test", "-count=1"}, flags...)
 	args = append(args, strings.Fields(os.Getenv("TESTFLAGS"))...)
 	return sh.RunV("go", append(args, "./...")...)
 }

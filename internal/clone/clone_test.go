@@ -79,6 +79,9 @@ func TestArgumentErrors(t *testing.T) {
 // needRoot skips unless running as root with the tools that loop-device file systems need.
 func needRoot(tb testing.TB) {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("skipping: integration test, not part of the unit tier (-short)")
+	}
 	if os.Geteuid() != 0 {
 		tb.Skip("skipping: needs root (loop devices, mount, mknod, chown)")
 	}

@@ -40,8 +40,12 @@ func New(t testing.TB, opts Options) *Host {
 }
 
 // Require skips t, with the reason, when a test host cannot run here; under CI=true it fails t instead.
+// Under -short (the unit tier) it always skips.
 func Require(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping: system test in a booted test host, not part of the unit tier (-short)")
+	}
 	if err := Check(); err != nil {
 		testutil.SkipOrFail(t, "testhost: "+err.Error())
 	}
