@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"berth/internal/fsx"
+	"berth/internal/testutil"
 )
 
 func TestOptionsDefaults(t *testing.T) {
 	t.Setenv("BERTH_TEST_CACHE", "")
 	o := Options{}.withDefaults()
-	if o.Name != DefaultName || o.CacheDir != "/var/cache/berth-test" {
+	if o.Name != DefaultName || o.CacheDir != testutil.CacheDir() {
 		t.Fatalf("defaults: %+v", o)
 	}
 	t.Setenv("BERTH_TEST_CACHE", "/tmp/x")
