@@ -25,7 +25,8 @@ type Exec struct {
 	Timeout  time.Duration
 }
 
-// Harmless is the warning systemd-nspawn prints at exit where systemd is not PID 1 (see design.md).
+// Harmless is the warning systemd-nspawn prints at exit where systemd is not PID 1 (with --register=no
+// --keep-unit); it changes nothing, so it is left out of error messages (ARCHITECTURE.md, Conventions).
 const Harmless = `Attempted to remove disk file system under "/run/systemd/nspawn/propagate/`
 
 // CommandLine returns the systemd-nspawn command line for e. It does not register with machined and keeps the

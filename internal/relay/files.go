@@ -117,7 +117,8 @@ type EnvFile struct {
 // Reader is a service inside a machine.
 type Reader struct{ Machine, Unit string }
 
-// EnvFiles renders every env file of the spec for domain, the kept secrets and the database URL.
+// EnvFiles renders every env file relay:configure writes (relaycreator's, cookiecutter's, interceptor's) for
+// domain, the kept secrets and the database URL.
 func EnvFiles(c *config.Config, domain, databaseURL string, s Secrets) ([]EnvFile, error) {
 	k, err := KeypairFromHex(s.NostrPrivateHex)
 	if err != nil {
