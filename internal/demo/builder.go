@@ -2,11 +2,9 @@ package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"time"
 
 	"berth/internal/image"
@@ -30,46 +28,23 @@ func (d *Demo) settings() []image.Setting {
 
 // builder boots a staging tree for provisioning as an LXC container of its own on the demo's bridge (the
 // subnet's second address, which no demo container uses), so that an installer that starts services and
-// fetches packages runs as it would on a real host; the containers that serve are not touched.
+// fetches packages runs as it would on a real host; the containers that serve are not touched. systemd is
+// its init: the tree may not have /sbin/init before its packages are installed.
 type builder struct{ d *Demo }
 
-// ct is the builder container: systemd itself is its init, since the tree may not have /sbin/init before
-// its packages are installed.
-func (b builder) ct() lxc.Container {
+type guest struct{ lxc.Container }
+
+func (b builder) Boot(ctx context.Context, dir string, log io.Writer) (image.Guest, error) {
 	ct := b.d.ct(b.d.cfg.Bridge + "-build")
 	ct.Init = "/lib/systemd/systemd"
-	return ct
-}
-
-// Boot starts dir as the builder container.
-func (b builder) Boot(ctx context.Context, dir string, log io.Writer) (image.Guest, error) {
-	ct := b.ct()
-	if err := ct.Stop(StopTimeout); err != nil { // a builder left by a killed build
-		return nil, err
-	}
 	n := lxc.Net{Bridge: b.d.cfg.Bridge, Addr: netip.PrefixFrom(b.d.net.Addr(-1), b.d.cfg.Subnet.Bits()), Gateway: b.d.net.Gateway()}
-	if err := ct.WriteConfig("dir:"+dir, n); err != nil {
-		return nil, err
-	}
 	fmt.Fprintf(log, "### berth: booting %s as LXC container %s (%s on %s)\n", dir, ct.Name, n.Addr, n.Bridge)
-	if err := ct.Start(ctx); err != nil {
-		return nil, errors.Join(err, b.remove())
-	}
-	return guest{b}, nil
+	return guest{ct}, ct.Boot(ctx, "dir:"+dir, n)
 }
-
-// remove deletes the builder container's configuration (its tree is the caller's).
-func (b builder) remove() error {
-	return os.RemoveAll(b.d.ctDir(b.ct().Name))
-}
-
-type guest struct{ b builder }
 
 func (g guest) Run(ctx context.Context, env map[string]string, stdin io.Reader, out io.Writer, timeout time.Duration, argv ...string) error {
-	return g.b.ct().Exec(ctx, env, stdin, out, timeout, argv...)
+	return g.Exec(ctx, env, stdin, out, timeout, argv...)
 }
 
 // Shutdown stops the builder cleanly (systemd in it shuts down, bounded by StopTimeout) and removes it.
-func (g guest) Shutdown(context.Context) error {
-	return errors.Join(g.b.ct().Stop(StopTimeout), g.b.remove())
-}
+func (g guest) Shutdown(context.Context) error { return g.Destroy(StopTimeout) }

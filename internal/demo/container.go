@@ -7,11 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"berth/internal/lxc"
-	"berth/internal/run"
 )
 
 func (d *Demo) ctDir(name string) string  { return filepath.Join(d.lxcPath, name) }
@@ -82,9 +80,4 @@ func (d *Demo) stop(name string) error { return d.ct(name).Stop(StopTimeout) }
 // attach runs argv inside the running container, its output appended to log.
 func (d *Demo) attach(ctx context.Context, name string, log *os.File, timeout time.Duration, argv ...string) error {
 	return d.ct(name).Attach(ctx, log, timeout, argv...)
-}
-
-func runAlert(ctx context.Context, argv []string, msg string) error {
-	_, err := run.Cmd{Argv: argv, Stdin: strings.NewReader(msg + "\n"), Env: []string{"BERTH_ALERT=" + msg}, Timeout: time.Minute}.Run(ctx)
-	return err
 }

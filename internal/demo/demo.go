@@ -6,12 +6,9 @@ package demo
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -19,12 +16,14 @@ import (
 	"strings"
 	"time"
 
+	"berth/internal/alert"
 	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/haproxy"
 	"berth/internal/hostnet"
 	"berth/internal/image"
 	"berth/internal/lock"
+	"berth/internal/probe"
 	"berth/internal/storage"
 	"berth/internal/upgraded"
 )
@@ -179,45 +178,18 @@ func (d *Demo) other(name string) string {
 	return ""
 }
 
-func (d *Demo) addr(name string) string {
-	return d.net.Addr(slices.Index(d.cfg.Containers, name)).String()
+func (d *Demo) addr(name string) string { return d.ip(name).String() }
+
+// healthy asks the container once for its health path, the way the proxy talks to it (internal/probe).
+func (d *Demo) healthy(ctx context.Context, name string) error { return d.probe().Once(ctx, d.ip(name)) }
+
+func (d *Demo) healthURL(name string) string { return d.probe().URL(d.ip(name)) }
+
+func (d *Demo) probe() probe.HTTP {
+	return probe.HTTP{Scheme: d.payload.Scheme, Port: d.payload.Port, Path: d.payload.HealthPath, Domain: d.domain()}
 }
 
-// healthy asks the container once for its health path, the way the proxy talks to it: the image's scheme
-// and port on the container's own address, with Host and SNI set to the demo's domain. Only a 2xx answer is
-// healthy; a redirect is not followed (it would lead through the proxy, or anywhere the guest points).
-func (d *Demo) healthy(ctx context.Context, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.healthURL(name), nil)
-	if err != nil {
-		return err
-	}
-	req.Host = d.domain()
-	resp, err := healthClient(d.domain()).Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("GET %s answers %s%s", d.healthURL(name), resp.Status, strings.TrimSuffix(" → "+resp.Header.Get("Location"), " → "))
-	}
-	return nil
-}
-
-func (d *Demo) healthURL(name string) string {
-	return d.payload.Scheme + "://" + netip.AddrPortFrom(d.net.Addr(slices.Index(d.cfg.Containers, name)), uint16(d.payload.Port)).String() + d.payload.HealthPath
-}
-
-// healthClient dials the container directly (no proxy from the environment), sends the demo's domain as
-// SNI without verifying the certificate (a payload's own is self-signed), and never follows a redirect.
-func healthClient(domain string) *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
-			TLSClientConfig: &tls.Config{ServerName: domain, InsecureSkipVerify: true}},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-}
+func (d *Demo) ip(name string) netip.Addr { return d.net.Addr(slices.Index(d.cfg.Containers, name)) }
 
 // waitHealthy waits, bounded by HealthTimeout, until the container runs and passes its health check.
 func (d *Demo) waitHealthy(ctx context.Context, name string) error {
@@ -239,22 +211,9 @@ func (d *Demo) waitHealthy(ctx context.Context, name string) error {
 	}
 }
 
-// alert reports a problem at error priority (the journal's "<3>" prefix when stderr is the journal), in
-// <State>/demo/alerts.log, and through [Demo] AlertCommand (the message on its standard input).
+// alert reports a problem at error priority, in <State>/demo/alerts.log and through [Demo] AlertCommand.
 func (d *Demo) alert(ctx context.Context, msg string) {
-	slog.Error("demo alert", "msg", msg)
-	if os.Getenv("JOURNAL_STREAM") != "" {
-		fmt.Fprintf(os.Stderr, "<3>berth demo alert: %s\n", msg)
-	}
-	if f, err := os.OpenFile(filepath.Join(d.dir, "alerts.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
-		fmt.Fprintf(f, "%s %s\n", time.Now().Format(time.RFC3339), msg)
-		f.Close()
-	}
-	if len(d.cfg.AlertCommand) > 0 {
-		if err := runAlert(ctx, d.cfg.AlertCommand, msg); err != nil {
-			slog.Error("demo alert command failed", "err", err)
-		}
-	}
+	alert.Sender{Component: "demo", Log: filepath.Join(d.dir, "alerts.log"), Command: d.cfg.AlertCommand}.Send(ctx, msg)
 }
 
 // generations lists the pristine generations, oldest first.

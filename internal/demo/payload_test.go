@@ -102,10 +102,9 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	pristine := d.genDir(cur)
 	password, _ := os.ReadFile(d.passwordFile())
 	for file, want := range map[string]string{
-		"var/www/html/db.txt":                                        "hello from mariadb\n", // made through the running database
-		"usr/share/berth-test-payload/hello":                         "from the mirror\n",    // installed from the test's repository
-		"root/received-password":                                     string(password),       // the host's password file
-		"etc/systemd/system/multi-user.target.wants/mariadb.service": "",                     // enabled, and so running at boot
+		"var/www/html/db.txt":                "hello from mariadb\n", // made through the running database
+		"usr/share/berth-test-payload/hello": "from the mirror\n",    // installed from the test's repository
+		"root/received-password":             string(password),       // the host's password file
 	} {
 		b, err := os.ReadFile(filepath.Join(pristine, file))
 		if err != nil || (want != "" && string(b) != want) {
@@ -134,6 +133,11 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	t.Logf("build log %s: %d bytes, settings received:\n%s", logs[0], len(log), grepLines(string(log), "BERTH_"))
 
 	active := oneServing(t, d)
+	// The database made at provisioning starts with the container and answers the query.
+	query := "until systemctl is-active -q mariadb; do sleep 0.2; done; mysql -N -e 'SELECT text FROM demo.greeting'"
+	if out := attach(t, d, active, "timeout", "60", "sh", "-c", query); out != "hello from mariadb\n" {
+		t.Errorf("the database in %s: %q", active, out)
+	}
 	site := "https://demo.test:" + port(c.Demo.HTTPS)
 	client := testutil.HostClient(c.Demo.HTTPS)
 	if code, body, err := testutil.HTTPGetWith(client, site+"/"); code != 200 || body != "berth demo "+active+"\n" {
@@ -195,6 +199,26 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	}
 	t.Logf("20 switches over HTTPS upstreams (SNI demo.test), %d requests, 0 failed; switch median %s (max %s)",
 		served, median(sw), slices.Max(sw))
+
+	// The nightly upgrade skips the unreachable third-party source the payload added, says so, and succeeds;
+	// the shipped hook places the hint again in the candidate.
+	before, _ := d.generations()
+	if err := d.Upgrade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := d.generations()
+	alerts, _ := os.ReadFile(filepath.Join(d.dir, "alerts.log"))
+	if len(after) != len(before)+1 || !strings.Contains(string(alerts), "skipped in this upgrade: unreachable-third-party.list") {
+		t.Fatalf("upgrade: generations %v → %v, alerts:\n%s", before, after, alerts)
+	}
+	hookLogs, _ := filepath.Glob(filepath.Join(d.dir, "logs", "upgrade-*", "hooks", "10-demo-login.log"))
+	if len(hookLogs) == 0 {
+		t.Fatal("no log of 10-demo-login from the upgrade")
+	}
+	if b, _ := os.ReadFile(hookLogs[len(hookLogs)-1]); !strings.Contains(string(b), "placed in 1 page") {
+		t.Fatalf("the hint hook in the upgrade: %s\n%s", hookLogs[len(hookLogs)-1], b)
+	}
+	t.Logf("upgrade: generations %v → %v; alert: %s", before, after, strings.TrimSpace(string(alerts)))
 }
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"berth/internal/clone"
+	"berth/internal/run"
 	"berth/internal/upgraded"
 )
 
@@ -91,19 +93,70 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	if err != nil {
 		return finish("failed", err)
 	}
-	var archived []string
-	for _, r := range results {
-		if !r.Always {
-			if err := d.hooks.Archive(r.Name); err != nil {
-				return finish("failed", err)
-			}
-			archived = append(archived, r.Name)
-		}
+	archived, err := d.archive(results)
+	if err != nil {
+		return finish("failed", err)
 	}
 	q, _ := d.hooks.Quarantined()
 	note := fmt.Sprintf("generation %s from %s; hooks archived: %d, quarantined: %d", g, prev, len(archived), len(q))
 	slog.Info("demo: upgraded", "generation", g, "previous", prev, "archived", archived, "logs", logDir)
 	return finish(note, nil)
+}
+
+// archive moves the one-shot hooks that ran (all successfully) to the archive.
+func (d *Demo) archive(results []upgraded.HookResult) ([]string, error) {
+	var archived []string
+	for _, r := range results {
+		if !r.Always {
+			if err := d.hooks.Archive(r.Name); err != nil {
+				return archived, err
+			}
+			archived = append(archived, r.Name)
+		}
+	}
+	return archived, nil
+}
+
+// aptReachable holds, inside the upgrade candidate, the third-party apt sources that answered.
+const aptReachable = "/var/tmp/berth-apt-reachable"
+
+// aptUpdateScript runs apt-get update so that any index that cannot be fetched fails; when one fails, it
+// tries every third-party source (sources.list.d) alone, keeps those that answer in aptReachable, names the
+// others on a "berth-skipped:" line, and updates again without them: what postinstall added (sury, yarn) must
+// not stop the nightly upgrade, but Debian's own suites must answer.
+const aptUpdateScript = `apt-get -q --error-on=any update && exit 0
+echo "berth: apt-get update failed; trying the third-party sources one by one"
+rm -rf ` + aptReachable + ` && mkdir -p ` + aptReachable + `
+skipped=""
+for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+	[ -e "$f" ] || continue
+	one=$(mktemp -d)
+	cp "$f" "$one/"
+	if apt-get -q --error-on=any -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$one" update; then
+		cp "$f" ` + aptReachable + `/
+	else
+		skipped="$skipped ${f##*/}"
+	fi
+	rm -rf "$one"
+done
+[ -n "$skipped" ] || { echo "berth: the index that fails is not a third-party source's"; exit 100; }
+echo "berth-skipped:$skipped"
+apt-get -q --error-on=any -o Dir::Etc::SourceParts=` + aptReachable + ` update
+`
+
+// aptUpdate updates apt's indexes in the running candidate; it returns the third-party sources it skipped.
+func (d *Demo) aptUpdate(ctx context.Context, name string, log *os.File) ([]string, error) {
+	var out run.SyncBuffer
+	fmt.Fprintf(log, "### %s: apt-get update\n", time.Now().Format(time.RFC3339))
+	if err := d.ct(name).Exec(ctx, nil, nil, io.MultiWriter(log, &out), time.Hour, "/bin/bash", "-c", aptUpdateScript); err != nil {
+		return nil, err
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if rest, ok := strings.CutPrefix(l, "berth-skipped:"); ok {
+			return strings.Fields(rest), nil
+		}
+	}
+	return nil, nil
 }
 
 // currentOr is the current generation, or fallback when it cannot be read.
@@ -143,11 +196,19 @@ func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, lo
 	}
 	defer log.Close()
 	opts := []string{"-q", "-y", "-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef"}
+	skipped, err := d.aptUpdate(ctx, idle, log)
+	if err != nil {
+		return nil, fmt.Errorf("apt in %s: %w (log: %s)", idle, err, log.Name())
+	}
+	if len(skipped) > 0 {
+		d.alert(ctx, fmt.Sprintf("upgrade: third-party apt sources unreachable, skipped in this upgrade: %s (log: %s)", strings.Join(skipped, " "), log.Name()))
+		opts = append(opts, "-o", "Dir::Etc::SourceParts="+aptReachable)
+	}
 	for _, argv := range [][]string{
-		{"apt-get", "-q", "--error-on=any", "update"}, // an index that cannot be fetched fails the upgrade
 		append(append([]string{"apt-get"}, opts...), "dist-upgrade"),
 		append(append([]string{"apt-get"}, opts...), "autoremove", "--purge"),
 		{"apt-get", "clean"},
+		{"rm", "-rf", aptReachable},
 	} {
 		if err := d.attach(ctx, idle, log, time.Hour, argv...); err != nil {
 			return nil, fmt.Errorf("apt in %s: %w (log: %s)", idle, err, log.Name())

@@ -28,6 +28,7 @@ import (
 	"berth/internal/progress"
 	"berth/internal/run"
 	"berth/internal/tlsx"
+	"berth/internal/wait"
 )
 
 // Paths of one machine on the host.
@@ -390,6 +391,9 @@ export DEBIAN_FRONTEND=noninteractive HOME=/root PATH=/usr/local/go/bin:/usr/loc
 export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 `
 
+// BootTimeout bounds a booted provisioning's boot, until its systemd reports running or degraded.
+var BootTimeout = 5 * time.Minute
+
 // LogDir holds one full provisioning log per build.
 func LogDir(c *config.Config) string { return filepath.Join(c.Paths.State, "logs", "build") }
 
@@ -447,11 +451,23 @@ func (m *Manifest) provisionBooted(ctx context.Context, dir string, b Booter, va
 		return err
 	}
 	defer func() { err = errors.Join(err, g.Shutdown(context.WithoutCancel(ctx))) }()
-	var state run.SyncBuffer
-	// is-system-running --wait exits non-zero for "degraded": the state it prints is what counts.
-	_ = g.Run(ctx, nil, nil, io.MultiWriter(&state, w), 5*time.Minute, "systemctl", "is-system-running", "--wait")
-	if s := strings.TrimSpace(state.String()); s != "running" && s != "degraded" {
-		return fmt.Errorf("the booted tree did not finish booting: systemctl is-system-running says %q", s)
+	// is-system-running --wait exits non-zero for "degraded": the state it prints is what counts. Until
+	// systemd has its bus up, systemctl cannot connect: that is asked again.
+	err = wait.Until(ctx, BootTimeout, 250*time.Millisecond, func(ctx context.Context) (bool, error) {
+		var state run.SyncBuffer
+		_ = g.Run(ctx, nil, nil, &state, BootTimeout, "systemctl", "is-system-running", "--wait")
+		switch s := strings.TrimSpace(state.String()); {
+		case s == "running" || s == "degraded":
+			fmt.Fprintf(w, "### berth: the booted tree is %s\n", s)
+			return true, nil
+		case strings.Contains(s, "Failed to connect to bus"):
+			return false, fmt.Errorf("the booted tree's systemd does not answer within %s: %s", BootTimeout, s)
+		default:
+			return true, fmt.Errorf("the booted tree did not finish booting: systemctl is-system-running says %q", s)
+		}
+	})
+	if err != nil {
+		return err
 	}
 	return g.Run(ctx, vars, script, w, 2*time.Hour, argv...)
 }

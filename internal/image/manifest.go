@@ -80,11 +80,8 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 		return nil, fmt.Errorf("image %s: image.conf: %w", name, err)
 	}
 	m := &Manifest{Name: name, Kind: "machine"}
-	var boot, goTool *bool
+	var opt optional
 	for _, s := range sections {
-		bad := func(e *unit.UnitEntry, why string) error {
-			return fmt.Errorf("image %s: image.conf [%s] %s=%s: %s", name, s.Section, e.Name, e.Value, why)
-		}
 		switch s.Section {
 		case "Exec", "Network":
 			m.NSpawn = append(m.NSpawn, s)
@@ -93,99 +90,22 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 			m.Sources = append(m.Sources, Source{})
 		}
 		for _, e := range s.Entries {
-			v := strings.TrimSpace(e.Value)
-			switch s.Section + "." + e.Name {
-			case "Image.Description":
-				m.Description = v
-			case "Image.Kind":
-				if v != "machine" && v != "container" {
-					return nil, bad(e, "expected machine or container")
-				}
-				m.Kind = v
-			case "Image.Packages":
-				m.Packages = append(m.Packages, strings.Fields(v)...)
-			case "Image.Provision":
-				m.Provision = v
-			case "Image.Enable":
-				m.Enable = append(m.Enable, strings.Fields(v)...)
-			case "Image.Boot", "Image.Go":
-				b, err := strconv.ParseBool(map[string]string{"yes": "true", "no": "false"}[v])
-				if err != nil {
-					return nil, bad(e, "expected yes or no")
-				}
-				*map[string]**bool{"Boot": &boot, "Go": &goTool}[e.Name] = &b
-			case "Settings.Receive":
-				for _, n := range strings.Fields(v) {
-					if _, ok := Offered[n]; !ok {
-						return nil, bad(e, "unknown setting "+n+"; berth offers "+strings.Join(slices.Sorted(maps.Keys(Offered)), " "))
-					}
-					m.Receive = append(m.Receive, n)
-				}
-			case "Settings.Host":
-				for _, n := range strings.Fields(v) {
-					if !envNameRE.MatchString(n) {
-						return nil, bad(e, "expected upper-case names such as APT_REPOSITORY")
-					}
-					m.HostEnv = append(m.HostEnv, n)
-				}
-			case "Serve.Scheme":
-				if v != "http" && v != "https" {
-					return nil, bad(e, "expected http or https")
-				}
-				m.Serve.Scheme = v
-			case "Serve.Port":
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 1 || n > 65535 {
-					return nil, bad(e, "expected a port between 1 and 65535")
-				}
-				m.Serve.Port = n
-			case "Serve.HealthPath":
-				if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
-					return nil, bad(e, "expected a URL path starting with /")
-				}
-				m.Serve.HealthPath = v
-			case "Files.Copy":
-				parts := strings.Split(v, ":")
-				if len(parts) < 2 || len(parts) > 3 || !strings.HasPrefix(parts[1], "/") {
-					return nil, bad(e, "expected <file in the image folder>:<absolute path>[:<octal mode>]")
-				}
-				c := Copy{From: parts[0], To: parts[1], Mode: 0o644}
-				if len(parts) == 3 {
-					mode, err := strconv.ParseUint(parts[2], 8, 32)
-					if err != nil {
-						return nil, bad(e, "the mode is not octal")
-					}
-					c.Mode = fs.FileMode(mode)
-				}
-				m.Copies = append(m.Copies, c)
-			case "Source.Name", "Source.URL", "Source.Ref", "Source.Dest":
-				src := &m.Sources[len(m.Sources)-1]
-				*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Dest": &src.Dest}[e.Name] = v
-			case "Data.Bind":
-				host, guest, ok := strings.Cut(v, ":")
-				if !ok || config.ValidName(host) != nil || !strings.HasPrefix(guest, "/") {
-					return nil, bad(e, "expected <name under [Paths] Srv>:<absolute path in the machine>")
-				}
-				m.Binds = append(m.Binds, Bind{Host: host, Guest: guest})
-			case "Data.Skeleton":
-				m.Skeleton = v
-			case "Data.Certificate":
-				m.Certificate = v
-			case "Health.TCP":
-				m.HealthTCP = v
-			case "Health.File":
-				m.HealthFile = v
-			default:
-				return nil, bad(e, "unknown key")
+			set, ok := manifestKeys[s.Section+"."+e.Name]
+			why := "unknown key"
+			if ok {
+				why = set(m, &opt, e.Name, strings.TrimSpace(e.Value))
+			}
+			if why != "" {
+				return nil, fmt.Errorf("image %s: image.conf [%s] %s=%s: %s", name, s.Section, e.Name, e.Value, why)
 			}
 		}
 	}
 	m.Boot, m.Go = m.Kind == "container", m.Kind == "machine"
-	if boot != nil {
-		m.Boot = *boot
+	if opt.boot != nil {
+		m.Boot = *opt.boot
 	}
-	if goTool != nil {
-		m.Go = *goTool
+	if opt.goTool != nil {
+		m.Go = *opt.goTool
 	}
 	m.Serve = m.Serve.withDefaults()
 	for _, s := range m.Sources {
@@ -194,6 +114,117 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 		}
 	}
 	return m, nil
+}
+
+// optional holds the keys whose default depends on others (Boot and Go on Kind).
+type optional struct{ boot, goTool *bool }
+
+// manifestKeys is every key of image.conf ("Section.Key"): each sets its value in the manifest, or says
+// in a few words what it expected.
+var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) string{
+	"Image.Description": func(m *Manifest, _ *optional, _, v string) string { m.Description = v; return "" },
+	"Image.Kind": func(m *Manifest, _ *optional, _, v string) string {
+		if v != "machine" && v != "container" {
+			return "expected machine or container"
+		}
+		m.Kind = v
+		return ""
+	},
+	"Image.Packages": func(m *Manifest, _ *optional, _, v string) string {
+		m.Packages = append(m.Packages, strings.Fields(v)...)
+		return ""
+	},
+	"Image.Provision": func(m *Manifest, _ *optional, _, v string) string { m.Provision = v; return "" },
+	"Image.Enable": func(m *Manifest, _ *optional, _, v string) string {
+		m.Enable = append(m.Enable, strings.Fields(v)...)
+		return ""
+	},
+	"Image.Boot": yesNo,
+	"Image.Go":   yesNo,
+	"Settings.Receive": func(m *Manifest, _ *optional, _, v string) string {
+		for _, n := range strings.Fields(v) {
+			if _, ok := Offered[n]; !ok {
+				return "unknown setting " + n + "; berth offers " + strings.Join(slices.Sorted(maps.Keys(Offered)), " ")
+			}
+			m.Receive = append(m.Receive, n)
+		}
+		return ""
+	},
+	"Settings.Host": func(m *Manifest, _ *optional, _, v string) string {
+		for _, n := range strings.Fields(v) {
+			if !envNameRE.MatchString(n) {
+				return "expected upper-case names such as APT_REPOSITORY"
+			}
+			m.HostEnv = append(m.HostEnv, n)
+		}
+		return ""
+	},
+	"Serve.Scheme": func(m *Manifest, _ *optional, _, v string) string {
+		if v != "http" && v != "https" {
+			return "expected http or https"
+		}
+		m.Serve.Scheme = v
+		return ""
+	},
+	"Serve.Port": func(m *Manifest, _ *optional, _, v string) string {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return "expected a port between 1 and 65535"
+		}
+		m.Serve.Port = n
+		return ""
+	},
+	"Serve.HealthPath": func(m *Manifest, _ *optional, _, v string) string {
+		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
+			return "expected a URL path starting with /"
+		}
+		m.Serve.HealthPath = v
+		return ""
+	},
+	"Files.Copy": func(m *Manifest, _ *optional, _, v string) string {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 || len(parts) > 3 || !strings.HasPrefix(parts[1], "/") {
+			return "expected <file in the image folder>:<absolute path>[:<octal mode>]"
+		}
+		c := Copy{From: parts[0], To: parts[1], Mode: 0o644}
+		if len(parts) == 3 {
+			mode, err := strconv.ParseUint(parts[2], 8, 32)
+			if err != nil {
+				return "the mode is not octal"
+			}
+			c.Mode = fs.FileMode(mode)
+		}
+		m.Copies = append(m.Copies, c)
+		return ""
+	},
+	"Source.Name": sourceField, "Source.URL": sourceField, "Source.Ref": sourceField, "Source.Dest": sourceField,
+	"Data.Bind": func(m *Manifest, _ *optional, _, v string) string {
+		host, guest, ok := strings.Cut(v, ":")
+		if !ok || config.ValidName(host) != nil || !strings.HasPrefix(guest, "/") {
+			return "expected <name under [Paths] Srv>:<absolute path in the machine>"
+		}
+		m.Binds = append(m.Binds, Bind{Host: host, Guest: guest})
+		return ""
+	},
+	"Data.Skeleton":    func(m *Manifest, _ *optional, _, v string) string { m.Skeleton = v; return "" },
+	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string { m.Certificate = v; return "" },
+	"Health.TCP":       func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
+	"Health.File":      func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
+}
+
+func yesNo(_ *Manifest, o *optional, key, v string) string {
+	b, err := strconv.ParseBool(map[string]string{"yes": "true", "no": "false"}[v])
+	if err != nil {
+		return "expected yes or no"
+	}
+	*map[string]**bool{"Boot": &o.boot, "Go": &o.goTool}[key] = &b
+	return ""
+}
+
+func sourceField(m *Manifest, _ *optional, key, v string) string {
+	src := &m.Sources[len(m.Sources)-1]
+	*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Dest": &src.Dest}[key] = v
+	return ""
 }
 
 func (s Serve) withDefaults() Serve {

@@ -5,6 +5,7 @@ package lxc
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -164,4 +165,26 @@ func (c Container) Exec(ctx context.Context, env map[string]string, stdin io.Rea
 	}
 	_, err := run.Cmd{Argv: append(append(args, "--"), argv...), Stdin: stdin, Stdout: out, Stderr: out, Timeout: timeout}.Run(ctx)
 	return err
+}
+
+// Boot writes the container's configuration for rootfs and network n and starts it, for a job that runs
+// commands in it (Exec) and then removes it (Destroy). A container of that name left by a killed job is
+// stopped first.
+func (c Container) Boot(ctx context.Context, rootfs string, n Net) error {
+	if err := c.Stop(30 * time.Second); err != nil {
+		return err
+	}
+	if err := c.WriteConfig(rootfs, n); err != nil {
+		return err
+	}
+	if err := c.Start(ctx); err != nil {
+		return errors.Join(err, c.Destroy(30*time.Second))
+	}
+	return nil
+}
+
+// Destroy stops the container (cleanly, bounded by timeout) and removes its configuration directory; its
+// rootfs, when it lies elsewhere, is the caller's.
+func (c Container) Destroy(timeout time.Duration) error {
+	return errors.Join(c.Stop(timeout), os.RemoveAll(filepath.Join(c.Path, c.Name)))
 }

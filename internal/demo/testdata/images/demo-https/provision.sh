@@ -48,3 +48,6 @@ server {
 CONF
 rm -f /var/www/html/index.nginx-debian.html /etc/hostname
 /usr/local/sbin/berth-demo-hint "${BERTH_DEMO_USER:?}" <"$BERTH_DEMO_PASSWORD_FILE"
+# A third-party source that cannot be reached, as YunoHost's postinstall adds (sury, yarn): the nightly
+# upgrade must report and skip it, not fail.
+echo 'deb [trusted=yes] http://127.0.0.1:9/ ./' >/etc/apt/sources.list.d/unreachable-third-party.list

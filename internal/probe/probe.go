@@ -1,0 +1,57 @@
+// Package probe asks a demo container's payload whether it is healthy, the way the front talks to it: the
+// payload's own scheme and port on the container's address, with Host and SNI set to the site's domain.
+package probe
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// HTTP is one payload's health check.
+type HTTP struct {
+	Scheme string // http or https
+	Port   int
+	Path   string // e.g. /yunohost/portalapi/public
+	Domain string // Host header and SNI
+}
+
+// URL is what the check asks of the container at addr.
+func (p HTTP) URL(addr netip.Addr) string {
+	return p.Scheme + "://" + netip.AddrPortFrom(addr, uint16(p.Port)).String() + p.Path
+}
+
+// Once asks the container at addr once (bounded by 5 s). Only a 2xx answer is healthy; a redirect is not
+// followed (it would lead through the proxy, or anywhere the guest points).
+func (p HTTP) Once(ctx context.Context, addr netip.Addr) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL(addr), nil)
+	if err != nil {
+		return err
+	}
+	req.Host = p.Domain
+	resp, err := p.client().Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s answers %s%s", p.URL(addr), resp.Status, strings.TrimSuffix(" → "+resp.Header.Get("Location"), " → "))
+	}
+	return nil
+}
+
+// client dials the container directly (no proxy from the environment), sends the domain as SNI without
+// verifying the certificate (a payload's own is self-signed), and never follows a redirect.
+func (p HTTP) client() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{ServerName: p.Domain, InsecureSkipVerify: true}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
