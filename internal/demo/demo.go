@@ -181,7 +181,9 @@ func (d *Demo) other(name string) string {
 func (d *Demo) addr(name string) string { return d.ip(name).String() }
 
 // healthy asks the container once for its health path, the way the proxy talks to it (internal/probe).
-func (d *Demo) healthy(ctx context.Context, name string) error { return d.probe().Once(ctx, d.ip(name)) }
+func (d *Demo) healthy(ctx context.Context, name string) error {
+	return d.probe().Once(ctx, d.ip(name))
+}
 
 func (d *Demo) healthURL(name string) string { return d.probe().URL(d.ip(name)) }
 
