@@ -8,6 +8,7 @@ import (
 	"github.com/magefile/mage/mg"
 
 	"berth/internal/bench"
+	"berth/internal/prereqs"
 	"berth/internal/units/install"
 )
 
@@ -19,6 +20,9 @@ import (
 func Bench() error {
 	mg.Deps(Prereqs)
 	ctx := interruptible()
+	if err := prereqs.Install(ctx, prereqs.Bench); err != nil {
+		return err
+	}
 	wd, err := os.Getwd()
 	if err != nil {
 		return err

@@ -211,7 +211,9 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	if len(after) != len(before)+1 || !strings.Contains(string(alerts), "skipped in this upgrade: unreachable-third-party.list") {
 		t.Fatalf("upgrade: generations %v → %v, alerts:\n%s", before, after, alerts)
 	}
-	hookLogs, _ := filepath.Glob(filepath.Join(d.dir, "logs", "upgrade-*", "hooks", "10-demo-login.log"))
+	hookLogs, _ := filepath.Glob(filepath.Join(d.dir, "logs", "upgrade-*", "hooks", "*", "10-demo-login.log"))
+	more, _ := filepath.Glob(filepath.Join(d.dir, "logs", "upgrade-*", "hooks", "10-demo-login.log"))
+	hookLogs = append(hookLogs, more...)
 	if len(hookLogs) == 0 {
 		t.Fatal("no log of 10-demo-login from the upgrade")
 	}

@@ -26,6 +26,10 @@ var Host = []string{
 // Test lists what the test suite needs on top of Host.
 var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client", "shellcheck", "apt-utils"}
 
+// Bench lists what the benchmark's baselines need on top of Host: lxc-snapshot of a directory-backed
+// container copies with rsync (only a Recommends of lxc).
+var Bench = []string{"rsync"}
+
 // SysctlFile is where berth keeps its kernel settings.
 const SysctlFile = "/etc/sysctl.d/60-berth.conf"
 

@@ -134,3 +134,19 @@ func BerthBinary(t testing.TB) string {
 	}
 	return out
 }
+
+// WriteScript writes a /bin/sh script with body at dir/name (creating its directory) with mode, past the
+// umask: the upgrade.d hooks of the hook runner's and the demo's tests.
+func WriteScript(t testing.TB, dir, name, body string, mode os.FileMode) {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -16,20 +16,7 @@ import (
 	"time"
 )
 
-// writeHook writes a /bin/sh script at dir/name (creating its directory) with the given mode.
-func writeHook(t *testing.T, dir, name, body string, mode os.FileMode) {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil { // past the umask
-		t.Fatal(err)
-	}
-}
+var writeHook = testutil.WriteScript
 
 // newHooks returns Hooks over a fresh tmp/upgrade.d, logging to tmp/log, with ORDER naming a shared file.
 func newHooks(t *testing.T) (Hooks, string) {
