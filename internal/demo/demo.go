@@ -51,6 +51,8 @@ type Demo struct {
 	fsys    fs.FS       // the image folders
 	payload image.Serve // how [Demo] Image serves: scheme, port, health path
 	imgErr  error       // [Demo] Image does not load: Check reports it
+
+	Sources map[string]string // BERTH_SOURCE_<NAME>=<path> keyed by NAME, set by the caller: local git sources
 }
 
 // State is what the demo records between runs (<State>/demo/state.json).

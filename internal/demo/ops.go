@@ -62,7 +62,7 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 			return err
 		}
 		m, _ := image.Load(d.fsys, d.cfg.Image)
-		opts := image.Options{Sources: image.SourceOverrides(m), Settings: d.settings(), Booter: builder{d}}
+		opts := image.Options{Sources: image.SourceOverrides(m, d.Sources), Settings: d.settings(), Booter: builder{d}}
 		if err := image.BuildTree(ctx, d.c, d.fsys, d.cfg.Image, staging, opts); err != nil {
 			return err
 		}

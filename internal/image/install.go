@@ -72,11 +72,13 @@ type Guest interface {
 	Shutdown(ctx context.Context) error
 }
 
-// SourceOverrides reads BERTH_SOURCE_<NAME>=<path> from the environment.
-func SourceOverrides(m *Manifest) map[string]string {
+// SourceOverrides picks the replacements of m's git sources out of given, the operator's
+// BERTH_SOURCE_<NAME>=<path> keyed by NAME (the source's name in upper case, dashes as underscores), and
+// returns them keyed by source name.
+func SourceOverrides(m *Manifest, given map[string]string) map[string]string {
 	o := map[string]string{}
 	for _, s := range m.Sources {
-		if p := os.Getenv("BERTH_SOURCE_" + strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))); p != "" {
+		if p := given[strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))]; p != "" {
 			o[s.Name] = p
 		}
 	}
