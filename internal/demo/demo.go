@@ -209,7 +209,7 @@ func (d *Demo) waitHealthy(ctx context.Context, name string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not pass its health check (%s) within %s: %v", name, d.healthURL(name), HealthTimeout, last)
+			return fmt.Errorf("%s did not pass its health check (%s) within %s: %w", name, d.healthURL(name), HealthTimeout, last)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

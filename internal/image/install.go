@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -168,7 +167,7 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	slog.Info("machine installed", "machine", name, "dir", dst, "clone", method, "password", PasswordFile(c, name))
+	logger().Info("machine installed", "machine", name, "dir", dst, "clone", method, "password", PasswordFile(c, name))
 	return nil
 }
 
@@ -246,7 +245,7 @@ func BuildTree(ctx context.Context, c *config.Config, fsys fs.FS, name, dir stri
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	slog.Info("image built", "image", name, "dir", dir, "clone", method)
+	logger().Info("image built", "image", name, "dir", dir, "clone", method)
 	return nil
 }
 
@@ -323,7 +322,7 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 			return err
 		}
 		if made {
-			slog.Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
+			logger().Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
 		}
 	}
 	return nil

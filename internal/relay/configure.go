@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,7 +194,7 @@ func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force b
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return false, err
 	}
-	slog.Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
+	logger().Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
 	return true, fsx.WriteFile(p, bundle, 0o600)
 }
 

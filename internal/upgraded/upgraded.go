@@ -110,7 +110,7 @@ func (h Hooks) Check() error {
 		st, err := os.Stat(filepath.Join(h.Dir, name))
 		switch {
 		case err != nil:
-			return fmt.Errorf("hook %s: %v", shown, err)
+			return fmt.Errorf("hook %s: %w", shown, err)
 		case !st.Mode().IsRegular():
 			return fmt.Errorf("hook %s is not a regular file (%v): move it out", shown, st.Mode().Type())
 		case st.Mode()&0o111 == 0:
@@ -126,7 +126,7 @@ func (h Hooks) Check() error {
 func (h Hooks) Run(ctx context.Context, container string, skip map[string]bool) []HookResult {
 	names, oneShots, err := h.all()
 	if err != nil {
-		return []HookResult{{Name: h.Dir, Err: fmt.Errorf("hooks in %s: %v", h.Dir, err)}}
+		return []HookResult{{Name: h.Dir, Err: fmt.Errorf("hooks in %s: %w", h.Dir, err)}}
 	}
 	var results []HookResult
 	for i, name := range names {
@@ -230,7 +230,7 @@ func (h Hooks) move(name, sub string) error {
 		}
 	}
 	if err := os.Rename(filepath.Join(h.Dir, name), dst); err != nil {
-		return fmt.Errorf("hook %s: %v", name, err)
+		return fmt.Errorf("hook %s: %w", name, err)
 	}
 	return nil
 }
