@@ -303,6 +303,7 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 		if err != nil {
 			return err
 		}
+		// os.Root, not otiai10/copy: [Paths] Srv/<dir> is bound into the machine, so a guest could plant a symlink.
 		dataRoot, err := os.OpenRoot(filepath.Join(c.Paths.Srv, to))
 		if err != nil {
 			return err
@@ -328,7 +329,9 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 	return nil
 }
 
-// copyInto copies the tree src into root at dst. With noClobber, files that exist are left alone.
+// copyInto copies the tree src into root at dst. With noClobber, files that exist are left alone. Every
+// destination it serves (a staging rootfs, a machine's data under [Paths] Srv) is reachable by a guest, so it
+// goes through os.Root; host-owned trees are copied with otiai10/copy instead (upgraded.Hooks.Install).
 func copyInto(root *os.Root, dst string, src fs.FS, noClobber bool) error {
 	return fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -490,6 +493,7 @@ func (m *Manifest) placeBuildDir(fsys fs.FS, dir string, e env) error {
 	if err != nil {
 		return err
 	}
+	// Into the guest tree: through os.Root (a symlink in the tree cannot redirect it onto the host).
 	if err := copyInto(root, path.Join(buildDir, "image"), sub, false); err != nil {
 		return err
 	}
@@ -619,7 +623,7 @@ func placeSource(ctx context.Context, dir string, s Source, from string) error {
 	if err := root.MkdirAll(dest, 0o755); err != nil {
 		return err
 	}
-	return copyInto(root, dest, os.DirFS(from), false)
+	return copyInto(root, dest, os.DirFS(from), false) // into the guest tree: os.Root
 }
 
 // Fresh tells whether the tree at dir was built from image name as it is now: the current base and the
