@@ -16,10 +16,10 @@ import (
 //go:embed all:*
 var FS embed.FS
 
-// Active returns the image folders berth uses: those in the directory $BERTH_IMAGES when it is set (an
-// operator's own or changed images, without rebuilding berth), else the compiled-in ones.
-func Active() fs.FS {
-	if dir := os.Getenv("BERTH_IMAGES"); dir != "" {
+// Active returns the image folders berth uses: those in dir when it is not empty (BERTH_IMAGES, read by the
+// magefiles: an operator's own or changed images, without rebuilding berth), else the compiled-in ones.
+func Active(dir string) fs.FS {
+	if dir != "" {
 		return os.DirFS(dir)
 	}
 	return FS

@@ -22,7 +22,7 @@ func (Base) Build() error {
 		return err
 	}
 	start := time.Now()
-	res, err := base.Build(ctx, c, base.Options{Force: force()})
+	res, err := base.Build(ctx, c, base.Options{Force: knobs.Force})
 	if err != nil {
 		return err
 	}

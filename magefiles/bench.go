@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/magefile/mage/mg"
 
@@ -36,12 +35,5 @@ func Bench() error {
 	if _, err := install.Binary(ctx, bin, wd); err != nil {
 		return err
 	}
-	return bench.Measure(ctx, bench.Options{Rounds: envInt("BENCH_ROUNDS", 3), Switches: envInt("BENCH_SWITCHES", 20), Out: wd, Binary: bin})
-}
-
-func envInt(name string, def int) int {
-	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
-		return n
-	}
-	return def
+	return bench.Measure(ctx, bench.Options{Rounds: knobs.BenchRounds, Switches: knobs.BenchSwitches, Out: wd, Binary: bin})
 }

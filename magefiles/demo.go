@@ -6,7 +6,6 @@ import (
 
 	"github.com/magefile/mage/mg"
 
-	"berth/images"
 	"berth/internal/demo"
 )
 
@@ -19,10 +18,11 @@ func withDemo(f func(*demo.Demo, context.Context) error) error {
 	if err != nil {
 		return err
 	}
-	d, err := demo.Open(c, images.Active())
+	d, err := demo.Open(c, knobs.imageFS())
 	if err != nil {
 		return err
 	}
+	d.Sources = knobs.Sources
 	return f(d, ctx)
 }
 
@@ -30,7 +30,7 @@ func withDemo(f func(*demo.Demo, context.Context) error) error {
 // image changed, or FORCE=1), both containers, bridge and NAT, the TLS bundle, HAProxy on [Demo] HTTP/HTTPS,
 // one container serving. It checks the image, the subnet and the hooks before changing anything.
 func (Demo) Build() error {
-	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.Build(ctx, force()) })
+	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.Build(ctx, knobs.Force) })
 }
 
 // Start brings the demo up (berth-demo.service at boot): NAT, one healthy container, the proxy. Idempotent.

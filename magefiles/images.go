@@ -8,10 +8,10 @@ package main
 import "berth/internal/fleet"
 
 // Build builds the base rootfs and then every machine (every image folder of Kind=machine).
-func Build() error { return fleet.BaseAndAll(interruptible()) }
+func Build() error { return fleet.BaseAndAll(interruptible(), knobs.fleet()) }
 
 // Clean stops and removes every machine (data under [Paths] Srv is kept); base:clean removes the base.
-func Clean() error { return fleet.All("clean") }
+func Clean() error { return fleet.All("clean", knobs.fleet()) }
 
 // Status prints one table of every machine.
-func Status() error { return fleet.All("status") }
+func Status() error { return fleet.All("status", knobs.fleet()) }

@@ -3,116 +3,112 @@
 
 package main
 
-import (
-	"github.com/magefile/mage/mg"
-
-	"berth/internal/fleet"
-)
+import "github.com/magefile/mage/mg"
 
 // Haproxy is the haproxy machine (images/haproxy): HAProxy TLS edge for the relay platform.
 type Haproxy mg.Namespace
 
 // Install builds the haproxy machine from the base and swaps it in (PLAN=1 prints the steps).
-func (Haproxy) Install() error { return fleet.Do("install", "haproxy") }
+func (Haproxy) Install() error { return machineDo("install", "haproxy") }
 
 // Clean stops the haproxy machine and removes it; its data under [Paths] Srv is kept.
-func (Haproxy) Clean() error { return fleet.Do("clean", "haproxy") }
+func (Haproxy) Clean() error { return machineDo("clean", "haproxy") }
 
 // Console starts the haproxy machine if needed and logs in; it prints where the root password is.
-func (Haproxy) Console() error { return fleet.Do("console", "haproxy") }
+func (Haproxy) Console() error { return machineDo("console", "haproxy") }
 
 // Start starts the haproxy machine.
-func (Haproxy) Start() error { return fleet.Do("start", "haproxy") }
+func (Haproxy) Start() error { return machineDo("start", "haproxy") }
 
 // Stop stops the haproxy machine.
-func (Haproxy) Stop() error { return fleet.Do("stop", "haproxy") }
+func (Haproxy) Stop() error { return machineDo("stop", "haproxy") }
 
 // Status prints the haproxy machine's state, enablement, health, address and build time.
-func (Haproxy) Status() error { return fleet.Do("status", "haproxy") }
+func (Haproxy) Status() error { return machineDo("status", "haproxy") }
 
 // Enable starts the haproxy machine at boot.
-func (Haproxy) Enable() error { return fleet.Do("enable", "haproxy") }
+func (Haproxy) Enable() error { return machineDo("enable", "haproxy") }
 
 // Logs prints the haproxy machine's recent journal.
-func (Haproxy) Logs() error { return fleet.Do("logs", "haproxy") }
+func (Haproxy) Logs() error { return machineDo("logs", "haproxy") }
 
 // Mysql is the mysql machine (images/mysql): MariaDB for relaycreator, data in /srv/mysql.
 type Mysql mg.Namespace
 
 // Install builds the mysql machine from the base and swaps it in (PLAN=1 prints the steps).
-func (Mysql) Install() error { return fleet.Do("install", "mysql") }
+func (Mysql) Install() error { return machineDo("install", "mysql") }
 
 // Clean stops the mysql machine and removes it; its data under [Paths] Srv is kept.
-func (Mysql) Clean() error { return fleet.Do("clean", "mysql") }
+func (Mysql) Clean() error { return machineDo("clean", "mysql") }
 
 // Console starts the mysql machine if needed and logs in; it prints where the root password is.
-func (Mysql) Console() error { return fleet.Do("console", "mysql") }
+func (Mysql) Console() error { return machineDo("console", "mysql") }
 
 // Start starts the mysql machine.
-func (Mysql) Start() error { return fleet.Do("start", "mysql") }
+func (Mysql) Start() error { return machineDo("start", "mysql") }
 
 // Stop stops the mysql machine.
-func (Mysql) Stop() error { return fleet.Do("stop", "mysql") }
+func (Mysql) Stop() error { return machineDo("stop", "mysql") }
 
 // Status prints the mysql machine's state, enablement, health, address and build time.
-func (Mysql) Status() error { return fleet.Do("status", "mysql") }
+func (Mysql) Status() error { return machineDo("status", "mysql") }
 
 // Enable starts the mysql machine at boot.
-func (Mysql) Enable() error { return fleet.Do("enable", "mysql") }
+func (Mysql) Enable() error { return machineDo("enable", "mysql") }
 
 // Logs prints the mysql machine's recent journal.
-func (Mysql) Logs() error { return fleet.Do("logs", "mysql") }
+func (Mysql) Logs() error { return machineDo("logs", "mysql") }
 
 // Relaycreator is the relaycreator machine (images/relaycreator): relaycreator web app (Next.js) on 127.0.0.1:3000.
 type Relaycreator mg.Namespace
 
 // Install builds the relaycreator machine from the base and swaps it in (PLAN=1 prints the steps).
-func (Relaycreator) Install() error { return fleet.Do("install", "relaycreator") }
+func (Relaycreator) Install() error { return machineDo("install", "relaycreator") }
 
 // Clean stops the relaycreator machine and removes it; its data under [Paths] Srv is kept.
-func (Relaycreator) Clean() error { return fleet.Do("clean", "relaycreator") }
+func (Relaycreator) Clean() error { return machineDo("clean", "relaycreator") }
 
 // Console starts the relaycreator machine if needed and logs in; it prints where the root password is.
-func (Relaycreator) Console() error { return fleet.Do("console", "relaycreator") }
+func (Relaycreator) Console() error { return machineDo("console", "relaycreator") }
 
 // Start starts the relaycreator machine.
-func (Relaycreator) Start() error { return fleet.Do("start", "relaycreator") }
+func (Relaycreator) Start() error { return machineDo("start", "relaycreator") }
 
 // Stop stops the relaycreator machine.
-func (Relaycreator) Stop() error { return fleet.Do("stop", "relaycreator") }
+func (Relaycreator) Stop() error { return machineDo("stop", "relaycreator") }
 
 // Status prints the relaycreator machine's state, enablement, health, address and build time.
-func (Relaycreator) Status() error { return fleet.Do("status", "relaycreator") }
+func (Relaycreator) Status() error { return machineDo("status", "relaycreator") }
 
 // Enable starts the relaycreator machine at boot.
-func (Relaycreator) Enable() error { return fleet.Do("enable", "relaycreator") }
+func (Relaycreator) Enable() error { return machineDo("enable", "relaycreator") }
 
 // Logs prints the relaycreator machine's recent journal.
-func (Relaycreator) Logs() error { return fleet.Do("logs", "relaycreator") }
+func (Relaycreator) Logs() error { return machineDo("logs", "relaycreator") }
 
 // Strfry is the strfry machine (images/strfry): strfry Nostr relays managed by cookiecutter.
 type Strfry mg.Namespace
 
 // Install builds the strfry machine from the base and swaps it in (PLAN=1 prints the steps).
-func (Strfry) Install() error { return fleet.Do("install", "strfry") }
+func (Strfry) Install() error { return machineDo("install", "strfry") }
 
 // Clean stops the strfry machine and removes it; its data under [Paths] Srv is kept.
-func (Strfry) Clean() error { return fleet.Do("clean", "strfry") }
+func (Strfry) Clean() error { return machineDo("clean", "strfry") }
 
 // Console starts the strfry machine if needed and logs in; it prints where the root password is.
-func (Strfry) Console() error { return fleet.Do("console", "strfry") }
+func (Strfry) Console() error { return machineDo("console", "strfry") }
 
 // Start starts the strfry machine.
-func (Strfry) Start() error { return fleet.Do("start", "strfry") }
+func (Strfry) Start() error { return machineDo("start", "strfry") }
 
 // Stop stops the strfry machine.
-func (Strfry) Stop() error { return fleet.Do("stop", "strfry") }
+func (Strfry) Stop() error { return machineDo("stop", "strfry") }
 
 // Status prints the strfry machine's state, enablement, health, address and build time.
-func (Strfry) Status() error { return fleet.Do("status", "strfry") }
+func (Strfry) Status() error { return machineDo("status", "strfry") }
 
 // Enable starts the strfry machine at boot.
-func (Strfry) Enable() error { return fleet.Do("enable", "strfry") }
+func (Strfry) Enable() error { return machineDo("enable", "strfry") }
 
 // Logs prints the strfry machine's recent journal.
-func (Strfry) Logs() error { return fleet.Do("logs", "strfry") }
+func (Strfry) Logs() error { return machineDo("logs", "strfry") }

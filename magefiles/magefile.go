@@ -2,7 +2,8 @@
 // and a two-container LXC demo. Targets are thin wrappers over the engine in internal/.
 //
 // Configuration: $BERTH_CONFIG (default /etc/berth/berth.conf), overridden by BERTH_<SECTION>_<KEY>;
-// `config:show` prints the effective values and their origins.
+// `config:show` prints the effective values and their origins. Per-run knobs (PLAN, CONFIRM, FORCE,
+// BERTH_IMAGES, BERTH_SOURCE_<NAME>, ...) are read once, in knobs.go.
 package main
 
 import (
@@ -17,7 +18,7 @@ import (
 
 func init() {
 	level := slog.LevelInfo
-	if os.Getenv("BERTH_DEBUG") != "" {
+	if knobs.Debug {
 		level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
@@ -37,13 +38,4 @@ func setup() (context.Context, *config.Config, error) {
 func interruptible() context.Context {
 	ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	return ctx
-}
-
-// force reports whether FORCE=1 (or true/yes) asks to ignore caches.
-func force() bool {
-	switch os.Getenv("FORCE") {
-	case "1", "true", "yes":
-		return true
-	}
-	return false
 }

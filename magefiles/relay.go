@@ -19,7 +19,7 @@ func (Relay) Configure() error {
 	if err != nil {
 		return err
 	}
-	rep, err := relay.Configure(ctx, c)
+	rep, err := relay.Configure(ctx, c, knobs.imageFS())
 	fmt.Println(rep)
 	return err
 }
@@ -42,7 +42,7 @@ func (Relay) Renew() error {
 	if err != nil {
 		return err
 	}
-	rep, err := relay.Renew(ctx, c, force())
+	rep, err := relay.Renew(ctx, c, knobs.Force)
 	fmt.Println(rep)
 	return err
 }

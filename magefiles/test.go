@@ -1,9 +1,6 @@
 package main
 
 import (
-	"os"
-	"strings"
-
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
 
@@ -34,6 +31,6 @@ func (Test) Unit() error { return goTest("-short", "-timeout=10m") }
 // goTest runs go test on every package with TESTFLAGS, uncached.
 func goTest(flags ...string) error {
 	args := append([]string{"test", "-count=1"}, flags...)
-	args = append(args, strings.Fields(os.Getenv("TESTFLAGS"))...)
+	args = append(args, knobs.TestFlags...)
 	return sh.RunV("go", append(args, "./...")...)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/magefile/mage/mg"
 
@@ -18,7 +17,7 @@ type Units mg.Namespace
 // a test fails when it is stale), or, with DIR=<dir>, the units for the effective configuration into dir.
 // Files that are unchanged are not rewritten; berth's files that are not generated any more are removed.
 func (Units) Generate() error {
-	dir, files, err := units.GenerateTarget(os.Getenv("DIR"))
+	dir, files, err := units.GenerateTarget(knobs.Dir)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -210,7 +209,7 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	if err := step.Done(err); err != nil {
 		return res, err
 	}
-	slog.Info("base built", "dir", dir, "key", key, "password", PasswordFile(c))
+	logger().Info("base built", "dir", dir, "key", key, "password", PasswordFile(c))
 	return res, nil
 }
 

@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -156,7 +155,7 @@ func (s *session) baseRootfs() (string, error) {
 				cmd := exec.CommandContext(ctx, o.Binary, "base:build")
 				cmd.Env = ce.list()
 				if out, err := cmd.CombinedOutput(); err != nil {
-					return fmt.Errorf("berth base:build: %v\n%s", err, out)
+					return fmt.Errorf("berth base:build: %w\n%s", err, out)
 				}
 				return nil
 			}
@@ -187,7 +186,7 @@ func (s *session) baseRootfs() (string, error) {
 			s.cleanups = append(s.cleanups, func() { clone.Remove(context.Background(), machines) })
 		}
 		os.RemoveAll(c.Paths.Cache)
-		slog.Info("bench: base", "round", r+1, "debootstrap", bare[len(bare)-1], "berth cold", cold[len(cold)-1], "berth warm", warm[len(warm)-1])
+		logger().Info("base round", "round", r+1, "debootstrap", bare[len(bare)-1], "berth_cold", cold[len(cold)-1], "berth_warm", warm[len(warm)-1])
 	}
 	c0, _ := e.config()
 	s.pairs = append(s.pairs,
@@ -429,7 +428,7 @@ func (s *session) availability(ov *demo.Demo) ([]Run, error) {
 		} else {
 			failedO = n
 		}
-		slog.Info("bench: availability", "algorithm", alg, "requests", len(reqs), "failed", n)
+		logger().Info("availability run", "algorithm", alg, "requests", len(reqs), "failed", n)
 	}
 	s.pairs = append(s.pairs,
 		Pair{Group: "Switch availability", Name: fmt.Sprintf("%d switches at 50 requests/s through HAProxy", o.Switches), Baseline: "original algorithm",
@@ -450,7 +449,7 @@ func (s *session) footprint(ovEnv env) error {
 			cmd.Env = ovEnv.list()
 			out, err := cmd.CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("%s: %v\n%s", target, err, out)
+				return fmt.Errorf("%s: %w\n%s", target, err, out)
 			}
 			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 			cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

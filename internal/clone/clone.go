@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -129,7 +128,7 @@ func TreeWith(ctx context.Context, src, dst string, m Method) (err error) {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), btrfsTimeout)
 			defer cancel()
 			if rerr := Remove(ctx, stage); rerr != nil {
-				err = fmt.Errorf("%w (and cleaning up %s: %v)", err, stage, rerr)
+				err = fmt.Errorf("%w (and cleaning up %s: %w)", err, stage, rerr)
 			}
 		}
 	}()
@@ -157,7 +156,7 @@ func TreeWith(ctx context.Context, src, dst string, m Method) (err error) {
 		return &fs.PathError{Op: "clone", Path: dst, Err: err}
 	}
 	if rerr := os.Remove(stage); rerr != nil { // dst is complete: an empty leftover is not worth failing for
-		slog.Warn("clone: removing staging directory", "path", stage, "err", rerr)
+		logger().Warn("staging directory not removed", "path", stage, "err", rerr)
 	}
 	return nil
 }
@@ -311,7 +310,7 @@ func probeReflink(dir string) error {
 		return err
 	}
 	if err := unix.IoctlFileClone(int(files[1].Fd()), int(files[0].Fd())); err != nil {
-		return fmt.Errorf("%w: no reflink in %s: FICLONE: %v", errors.ErrUnsupported, dir, err)
+		return fmt.Errorf("%w: no reflink in %s: FICLONE: %w", errors.ErrUnsupported, dir, err)
 	}
 	return nil
 }

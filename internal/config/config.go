@@ -158,7 +158,7 @@ func (c *Config) readFile(path string) error {
 	}
 	opts, err := unit.DeserializeOptions(strings.NewReader(string(b)))
 	if err != nil {
-		return fmt.Errorf("config: %s: %v", path, err)
+		return fmt.Errorf("config: %s: %w", path, err)
 	}
 	lines := strings.Split(string(b), "\n")
 	known := map[string]bool{}

@@ -51,6 +51,8 @@ type Demo struct {
 	fsys    fs.FS       // the image folders
 	payload image.Serve // how [Demo] Image serves: scheme, port, health path
 	imgErr  error       // [Demo] Image does not load: Check reports it
+
+	Sources map[string]string // BERTH_SOURCE_<NAME>=<path> keyed by NAME, set by the caller: local git sources
 }
 
 // State is what the demo records between runs (<State>/demo/state.json).
@@ -207,7 +209,7 @@ func (d *Demo) waitHealthy(ctx context.Context, name string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not pass its health check (%s) within %s: %v", name, d.healthURL(name), HealthTimeout, last)
+			return fmt.Errorf("%s did not pass its health check (%s) within %s: %w", name, d.healthURL(name), HealthTimeout, last)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

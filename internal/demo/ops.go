@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,14 +61,14 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 			return err
 		}
 		m, _ := image.Load(d.fsys, d.cfg.Image)
-		opts := image.Options{Sources: image.SourceOverrides(m), Settings: d.settings(), Booter: builder{d}}
+		opts := image.Options{Sources: image.SourceOverrides(m, d.Sources), Settings: d.settings(), Booter: builder{d}}
 		if err := image.BuildTree(ctx, d.c, d.fsys, d.cfg.Image, staging, opts); err != nil {
 			return err
 		}
 		if cur, err = d.addGeneration(ctx, st, staging); err != nil {
 			return err
 		}
-		slog.Info("demo: pristine state built", "image", d.cfg.Image, "generation", cur, "backend", d.Backend)
+		logger().Info("pristine state built", "image", d.cfg.Image, "generation", cur, "backend", d.Backend)
 	}
 	if err := d.installHooks(); err != nil {
 		return err
@@ -235,7 +234,7 @@ func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
 	}
 	t.Switch = time.Since(t0)
 	if err := d.proxy.WaitIdle(ctx, old, DrainTimeout); err != nil {
-		slog.Warn("demo: requests still in flight on the old container", "container", old, "err", err)
+		logger().Warn("requests still in flight on the old container", "container", old, "err", err)
 	}
 	if err := d.stop(old); err != nil {
 		return t, err
@@ -246,7 +245,7 @@ func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
 	}
 	t.Reset = time.Since(t1)
 	st.LastSwitch = time.Now()
-	slog.Info("demo: switched", "from", old, "to", next, "switch", t.Switch.Round(time.Millisecond),
+	logger().Info("switched", "from", old, "to", next, "switch", t.Switch.Round(time.Millisecond),
 		"reset", t.Reset.Round(time.Millisecond), "backend", d.Backend)
 	return t, d.save(st)
 }

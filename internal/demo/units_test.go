@@ -78,7 +78,7 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 
 	switches := func() int {
 		out, _ := h.Run(ctx, "journalctl", "-q", "-o", "cat", "-u", "berth-demo-switch.service")
-		return strings.Count(out, "demo: switched")
+		return strings.Count(out, "msg=switched component=demo")
 	}
 	active := func() string {
 		out, _ := h.Run(ctx, "sh", "-c", "grep -o '\"active\": \"[^\"]*\"' /var/lib/berth/demo/state.json")

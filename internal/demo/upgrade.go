@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,7 +86,7 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 		if round == 2 {
 			return finish("failed: hooks "+strings.Join(failed, ", "), fmt.Errorf("hooks failed again without the quarantined ones: %s; generation %s stays the pristine state", strings.Join(failed, ", "), prev))
 		}
-		slog.Warn("demo upgrade: redoing the upgrade without the failed hooks", "failed", failed)
+		logger().Warn("redoing the upgrade without the failed hooks", "failed", failed)
 	}
 	g, err := d.addGeneration(ctx, st, cand)
 	if err != nil {
@@ -99,7 +98,7 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	}
 	q, _ := d.hooks.Quarantined()
 	note := fmt.Sprintf("generation %s from %s; hooks archived: %d, quarantined: %d", g, prev, len(archived), len(q))
-	slog.Info("demo: upgraded", "generation", g, "previous", prev, "archived", archived, "logs", logDir)
+	logger().Info("upgraded", "generation", g, "previous", prev, "archived", archived, "logs", logDir)
 	return finish(note, nil)
 }
 

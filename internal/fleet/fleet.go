@@ -28,26 +28,41 @@ import (
 	"berth/internal/wait"
 )
 
+// Options are the operator's knobs for the machine actions, read by the magefiles.
+type Options struct {
+	Images  fs.FS             // the image folders (images.Active)
+	Sources map[string]string // BERTH_SOURCE_<NAME>=<path>, keyed by NAME: local replacements of git sources
+	Plan    bool              // PLAN=1: install prints its steps instead of running them
+	Confirm string            // CONFIRM=<image>: purge deletes that image's data
+}
+
+func (o Options) images() fs.FS {
+	if o.Images == nil {
+		return images.FS
+	}
+	return o.Images
+}
+
 // Do loads the configuration and runs action on the machine of image name.
-func Do(action, name string) error {
+func Do(action, name string, o Options) error {
 	c, err := config.Load()
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fsys := images.Active()
+	fsys := o.images()
 	m, err := image.Load(fsys, name)
 	if err != nil {
 		return err
 	}
 	switch action {
 	case "install":
-		return image.Install(ctx, c, fsys, name, image.Options{Sources: image.SourceOverrides(m), DryRun: os.Getenv("PLAN") == "1", Out: os.Stdout})
+		return image.Install(ctx, c, fsys, name, image.Options{Sources: image.SourceOverrides(m, o.Sources), DryRun: o.Plan, Out: os.Stdout})
 	case "clean":
 		return Clean(ctx, c, name)
 	case "purge":
-		return Purge(ctx, c, name, os.Getenv("CONFIRM"))
+		return Purge(ctx, c, fsys, name, o.Confirm)
 	case "start":
 		return machine.Start(ctx, name)
 	case "stop":
@@ -55,7 +70,7 @@ func Do(action, name string) error {
 	case "enable":
 		return machine.Enable(ctx, name)
 	case "status":
-		return Status(ctx, c, []string{name})
+		return Status(ctx, c, fsys, []string{name})
 	case "logs":
 		return run.Interactive(ctx, time.Minute, "journalctl", "--no-pager", "-n", "200", "-u", machine.Unit(name))
 	case "console":
@@ -69,14 +84,14 @@ func Do(action, name string) error {
 }
 
 // All runs action on every image folder, in [Relay] Machines order first.
-func All(action string) error {
+func All(action string, o Options) error {
 	c, err := config.Load()
 	if err != nil {
 		return err
 	}
-	names, err := image.NamesOfKind(images.Active(), "machine")
+	names, err := image.NamesOfKind(o.images(), "machine")
 	if action == "status" {
-		names, err = statusNames(images.Active())
+		names, err = statusNames(o.images())
 	}
 	if err != nil {
 		return err
@@ -89,10 +104,10 @@ func All(action string) error {
 		}
 	}
 	if action == "status" {
-		return Status(context.Background(), c, ordered)
+		return Status(context.Background(), c, o.images(), ordered)
 	}
 	for _, n := range ordered {
-		if err := Do(action, n); err != nil {
+		if err := Do(action, n, o); err != nil {
 			return err
 		}
 	}
@@ -124,8 +139,8 @@ func Clean(ctx context.Context, c *config.Config, name string) error {
 }
 
 // Purge deletes the machine's data directories, only when confirm names the image.
-func Purge(ctx context.Context, c *config.Config, name, confirm string) error {
-	m, err := image.Load(images.Active(), name)
+func Purge(ctx context.Context, c *config.Config, fsys fs.FS, name, confirm string) error {
+	m, err := image.Load(fsys, name)
 	if err != nil {
 		return err
 	}
@@ -149,11 +164,11 @@ func Purge(ctx context.Context, c *config.Config, name, confirm string) error {
 }
 
 // Status prints one table of the machines: state, enabled, health, ports, image build time.
-func Status(ctx context.Context, c *config.Config, names []string) error {
+func Status(ctx context.Context, c *config.Config, fsys fs.FS, names []string) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MACHINE\tSTATE\tENABLED\tHEALTH\tADDRESS\tBUILT")
 	for _, n := range names {
-		m, err := image.Load(images.Active(), n)
+		m, err := image.Load(fsys, n)
 		if err != nil {
 			// A broken folder is one row saying why, not a status that fails for every machine.
 			fmt.Fprintf(tw, "%s\tbroken image: %s\t-\t-\t-\t-\n", n, strings.Join(strings.Fields(err.Error()), " "))
@@ -196,7 +211,7 @@ func statusNames(fsys fs.FS) ([]string, error) {
 }
 
 // BaseAndAll builds the base and then every machine.
-func BaseAndAll(ctx context.Context) error {
+func BaseAndAll(ctx context.Context, o Options) error {
 	c, err := config.Load()
 	if err != nil {
 		return err
@@ -204,13 +219,13 @@ func BaseAndAll(ctx context.Context) error {
 	if _, err := base.Build(ctx, c, base.Options{}); err != nil {
 		return err
 	}
-	return All("install")
+	return All("install", o)
 }
 
 // WaitHealthy waits until the machine passes its image's health check (its port answers, its first-run file
 // exists), at most [Relay] HealthTimeout; the error names the machine and what it waited for.
-func WaitHealthy(ctx context.Context, c *config.Config, name string) error {
-	m, err := image.Load(images.Active(), name)
+func WaitHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string) error {
+	m, err := image.Load(fsys, name)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,6 @@ func TestStatusShowsBrokenImage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Setenv("BERTH_IMAGES", dir)
 	t.Setenv("BERTH_CONFIG", filepath.Join(dir, "none.conf"))
 	t.Setenv("BERTH_PATHS_MACHINES", filepath.Join(dir, "machines"))
 	t.Setenv("BERTH_RELAY_MACHINES", "good")
@@ -35,7 +34,7 @@ func TestStatusShowsBrokenImage(t *testing.T) {
 	}
 	stdout := os.Stdout
 	os.Stdout = w
-	err = All("status")
+	err = All("status", Options{Images: os.DirFS(dir)})
 	os.Stdout = stdout
 	w.Close()
 	out, _ := io.ReadAll(r)

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -186,7 +185,7 @@ func (n Network) Up(ctx context.Context) error {
 	}
 	egress, err := EgressInterface(ctx)
 	if err != nil {
-		slog.Warn("no IPv4 default route: the demo's containers have no way out", "bridge", n.Bridge)
+		logger().Warn("no IPv4 default route: the demo's containers have no way out", "bridge", n.Bridge)
 		return n.Down(ctx)
 	}
 	return n.nft(ctx, fmt.Sprintf(`table ip %[1]s {}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -72,11 +71,13 @@ type Guest interface {
 	Shutdown(ctx context.Context) error
 }
 
-// SourceOverrides reads BERTH_SOURCE_<NAME>=<path> from the environment.
-func SourceOverrides(m *Manifest) map[string]string {
+// SourceOverrides picks the replacements of m's git sources out of given, the operator's
+// BERTH_SOURCE_<NAME>=<path> keyed by NAME (the source's name in upper case, dashes as underscores), and
+// returns them keyed by source name.
+func SourceOverrides(m *Manifest, given map[string]string) map[string]string {
 	o := map[string]string{}
 	for _, s := range m.Sources {
-		if p := os.Getenv("BERTH_SOURCE_" + strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))); p != "" {
+		if p := given[strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_"))]; p != "" {
 			o[s.Name] = p
 		}
 	}
@@ -166,7 +167,7 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	slog.Info("machine installed", "machine", name, "dir", dst, "clone", method, "password", PasswordFile(c, name))
+	logger().Info("machine installed", "machine", name, "dir", dst, "clone", method, "password", PasswordFile(c, name))
 	return nil
 }
 
@@ -244,7 +245,7 @@ func BuildTree(ctx context.Context, c *config.Config, fsys fs.FS, name, dir stri
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	slog.Info("image built", "image", name, "dir", dir, "clone", method)
+	logger().Info("image built", "image", name, "dir", dir, "clone", method)
 	return nil
 }
 
@@ -302,6 +303,7 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 		if err != nil {
 			return err
 		}
+		// os.Root, not otiai10/copy: [Paths] Srv/<dir> is bound into the machine, so a guest could plant a symlink.
 		dataRoot, err := os.OpenRoot(filepath.Join(c.Paths.Srv, to))
 		if err != nil {
 			return err
@@ -321,13 +323,15 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 			return err
 		}
 		if made {
-			slog.Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
+			logger().Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
 		}
 	}
 	return nil
 }
 
-// copyInto copies the tree src into root at dst. With noClobber, files that exist are left alone.
+// copyInto copies the tree src into root at dst. With noClobber, files that exist are left alone. Every
+// destination it serves (a staging rootfs, a machine's data under [Paths] Srv) is reachable by a guest, so it
+// goes through os.Root; host-owned trees are copied with otiai10/copy instead (upgraded.Hooks.Install).
 func copyInto(root *os.Root, dst string, src fs.FS, noClobber bool) error {
 	return fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -489,6 +493,7 @@ func (m *Manifest) placeBuildDir(fsys fs.FS, dir string, e env) error {
 	if err != nil {
 		return err
 	}
+	// Into the guest tree: through os.Root (a symlink in the tree cannot redirect it onto the host).
 	if err := copyInto(root, path.Join(buildDir, "image"), sub, false); err != nil {
 		return err
 	}
@@ -618,7 +623,7 @@ func placeSource(ctx context.Context, dir string, s Source, from string) error {
 	if err := root.MkdirAll(dest, 0o755); err != nil {
 		return err
 	}
-	return copyInto(root, dest, os.DirFS(from), false)
+	return copyInto(root, dest, os.DirFS(from), false) // into the guest tree: os.Root
 }
 
 // Fresh tells whether the tree at dir was built from image name as it is now: the current base and the

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,7 +46,7 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 			return true, fmt.Errorf("lock %s: %w", path, err)
 		}
 		if !logged {
-			slog.Info("waiting for lock", "lock", path, "held by", Holder(path), "up to", timeout)
+			logger().Info("waiting for lock", "lock", path, "held_by", Holder(path), "timeout", timeout)
 			logged = true
 		}
 		return false, fmt.Errorf("lock %s is held by %s after waiting %s: %w", path, Holder(path), timeout, ErrTimeout)

@@ -5,7 +5,6 @@ package machine
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -43,7 +42,7 @@ func WaitBooted(ctx context.Context, name string, timeout time.Duration) error {
 			return true, nil
 		case "degraded":
 			failed, _ := run.Output(ctx, "systemctl", "-M", name, "--failed", "--plain", "--no-legend", "--no-pager")
-			slog.Warn("machine booted degraded", "machine", name, "failed", strings.Join(strings.Fields(failed), " "))
+			logger().Warn("machine booted degraded", "machine", name, "failed", strings.Join(strings.Fields(failed), " "))
 			return true, nil
 		default:
 			return false, fmt.Errorf("%s did not finish booting within %s (state %q): see journalctl -M %s", name, timeout, state, name)

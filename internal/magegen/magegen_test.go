@@ -75,8 +75,8 @@ func TestNewFolderGetsNamespace(t *testing.T) {
 	}
 	for _, a := range Actions {
 		for _, want := range []string{
-			"func (Zeppelin) " + a.Method + `() error { return fleet.Do("` + a.Action + `", "zeppelin") }`,
-			"func (WebCache) " + a.Method + `() error { return fleet.Do("` + a.Action + `", "web-cache") }`,
+			"func (Zeppelin) " + a.Method + `() error { return machineDo("` + a.Action + `", "zeppelin") }`,
+			"func (WebCache) " + a.Method + `() error { return machineDo("` + a.Action + `", "web-cache") }`,
 		} {
 			if !strings.Contains(s, want) {
 				t.Errorf("missing %s in:\n%s", want, s)

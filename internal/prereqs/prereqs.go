@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -66,7 +65,7 @@ func Install(ctx context.Context, pkgs []string) error {
 	if err != nil || len(missing) == 0 {
 		return err
 	}
-	slog.Info("installing packages", "packages", strings.Join(missing, " "))
+	logger().Info("installing packages", "packages", strings.Join(missing, " "))
 	env := []string{"DEBIAN_FRONTEND=noninteractive"}
 	if _, err := (run.Cmd{Argv: []string{"apt-get", "-q", "update"}, Env: env, Timeout: 10 * time.Minute}).Run(ctx); err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -51,7 +50,7 @@ func (j *Job) Step(title string) *Step {
 	j.n++
 	s := &Step{job: j, title: fmt.Sprintf("[%d/%d] %s", j.n, j.total, title), start: time.Now()}
 	if j.w == nil {
-		slog.Info(j.name, "step", s.title)
+		logger().Info("step", "job", j.name, "step", s.title)
 	} else {
 		s.draw("")
 	}
@@ -96,7 +95,7 @@ func (s *Step) Done(err error) error {
 		}
 		fmt.Fprintf(s.job.w, "\r\033[K%s %s in %s\n", s.title, status, d)
 	} else if err == nil {
-		slog.Info(s.job.name, "step", s.title, "took", d)
+		logger().Info("step done", "job", s.job.name, "step", s.title, "took", d)
 	}
 	return err
 }

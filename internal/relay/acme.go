@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -243,7 +242,7 @@ func answerThroughEdge(ctx context.Context, c *config.Config, answers map[string
 			return nil, errors.Join(err, restore())
 		}
 	}
-	slog.Info("ACME challenges answered by the edge", "count", len(answers))
+	logger().Info("ACME challenges answered by the edge", "count", len(answers))
 	return restore, nil
 }
 

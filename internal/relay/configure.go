@@ -7,7 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,7 +74,7 @@ func check(ctx context.Context, c *config.Config) (*acme.Client, error) {
 // Configure starts the relay machines in [Relay] Machines order, each waited on through its health check,
 // and writes what they read: the env files (secrets made once and kept) and the TLS bundle. Running it again
 // changes nothing unless an input changed; the services reading a changed file are restarted.
-func Configure(ctx context.Context, c *config.Config) (Report, error) {
+func Configure(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error) {
 	var rep Report
 	cl, err := check(ctx, c)
 	if err != nil {
@@ -87,7 +87,7 @@ func Configure(ctx context.Context, c *config.Config) (Report, error) {
 	defer l.Release()
 	// mysql comes first whatever the order: every env file needs its DATABASE_URL. Nothing is written
 	// before it is healthy.
-	if err := startHealthy(ctx, c, "mysql"); err != nil {
+	if err := startHealthy(ctx, c, fsys, "mysql"); err != nil {
 		return rep, err
 	}
 	secrets, _, err := LoadSecrets(SecretsFile(c))
@@ -98,7 +98,7 @@ func Configure(ctx context.Context, c *config.Config) (Report, error) {
 		return rep, err
 	}
 	for _, name := range c.Relay.Machines {
-		if err := startHealthy(ctx, c, name); err != nil {
+		if err := startHealthy(ctx, c, fsys, name); err != nil {
 			return rep, err
 		}
 	}
@@ -110,11 +110,11 @@ func Configure(ctx context.Context, c *config.Config) (Report, error) {
 	return rep, nil
 }
 
-func startHealthy(ctx context.Context, c *config.Config, name string) error {
+func startHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string) error {
 	if err := machine.Start(ctx, name); err != nil {
 		return fmt.Errorf("relay: start %s: %w", name, err)
 	}
-	if err := fleet.WaitHealthy(ctx, c, name); err != nil {
+	if err := fleet.WaitHealthy(ctx, c, fsys, name); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
 	return nil
@@ -194,7 +194,7 @@ func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force b
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return false, err
 	}
-	slog.Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
+	logger().Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
 	return true, fsx.WriteFile(p, bundle, 0o600)
 }
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -91,7 +90,7 @@ func (c Cmd) Run(ctx context.Context) ([]byte, error) {
 		cmd.Stderr = io.MultiWriter(c.Stderr, &streamed)
 	}
 	if !c.Quiet {
-		slog.Debug("run", "argv", strings.Join(c.Argv, " "))
+		logger().Debug("run", "argv", strings.Join(c.Argv, " "))
 	}
 	err := cmd.Run()
 	if err != nil {

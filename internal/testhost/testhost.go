@@ -193,7 +193,7 @@ func Start(ctx context.Context, opts Options) (_ *Host, err error) {
 	defer func() {
 		if err != nil {
 			if serr := h.Stop(context.WithoutCancel(ctx)); serr != nil {
-				err = fmt.Errorf("%w (and cleaning up: %v)", err, serr)
+				err = fmt.Errorf("%w (and cleaning up: %w)", err, serr)
 			}
 		}
 	}()
@@ -364,7 +364,7 @@ func (h *Host) bootError(err error) error {
 	select {
 	case <-h.exited:
 		h.mu.Lock()
-		err = fmt.Errorf("%w (systemd-nspawn exited: %v)", err, h.waitErr)
+		err = fmt.Errorf("%w (systemd-nspawn exited: %w)", err, h.waitErr)
 		h.mu.Unlock()
 	default:
 	}
@@ -497,7 +497,7 @@ func (h *Host) exec(ctx context.Context, scoped bool, stdin io.Reader, argv []st
 	s := out.String()
 	if err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
 		return s, fmt.Errorf("testhost %s: %w", h.Name, &run.Error{Argv: argv, Err: err, Output: tail(s, 10)})
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otiai10/copy"
+
 	"berth/internal/fsx"
 	"berth/internal/run"
 )
@@ -92,8 +94,10 @@ func verifyRoot(ctx context.Context, files []File) (string, error) {
 	if err := os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755); err != nil {
 		return root, err
 	}
-	if _, err := (run.Cmd{Argv: []string{"cp", "-a", vendor, filepath.Join(root, "usr/lib/systemd/system")}, Timeout: time.Minute, Quiet: true}).Run(ctx); err != nil {
-		return root, err
+	// A host tree into a temporary directory of the host's, which nothing else writes: otiai10/copy, symlinks
+	// kept as they are (aliases, units masked to /dev/null).
+	if err := copy.Copy(vendor, filepath.Join(root, "usr/lib/systemd/system"), copy.Options{OnSymlink: func(string) copy.SymlinkAction { return copy.Shallow }}); err != nil {
+		return root, fmt.Errorf("units: verify: copying %s: %w", vendor, err)
 	}
 	for _, l := range [][2]string{{"lib", "usr/lib"}, {"bin", "usr/bin"}, {"sbin", "usr/sbin"}} {
 		if err := os.Symlink(l[1], filepath.Join(root, l[0])); err != nil {

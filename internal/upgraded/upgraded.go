@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"berth/internal/fsx"
+	"github.com/otiai10/copy"
 )
 
 // Hooks runs the operator's upgrade.d scripts.
@@ -110,7 +110,7 @@ func (h Hooks) Check() error {
 		st, err := os.Stat(filepath.Join(h.Dir, name))
 		switch {
 		case err != nil:
-			return fmt.Errorf("hook %s: %v", shown, err)
+			return fmt.Errorf("hook %s: %w", shown, err)
 		case !st.Mode().IsRegular():
 			return fmt.Errorf("hook %s is not a regular file (%v): move it out", shown, st.Mode().Type())
 		case st.Mode()&0o111 == 0:
@@ -126,7 +126,7 @@ func (h Hooks) Check() error {
 func (h Hooks) Run(ctx context.Context, container string, skip map[string]bool) []HookResult {
 	names, oneShots, err := h.all()
 	if err != nil {
-		return []HookResult{{Name: h.Dir, Err: fmt.Errorf("hooks in %s: %v", h.Dir, err)}}
+		return []HookResult{{Name: h.Dir, Err: fmt.Errorf("hooks in %s: %w", h.Dir, err)}}
 	}
 	var results []HookResult
 	for i, name := range names {
@@ -230,7 +230,7 @@ func (h Hooks) move(name, sub string) error {
 		}
 	}
 	if err := os.Rename(filepath.Join(h.Dir, name), dst); err != nil {
-		return fmt.Errorf("hook %s: %v", name, err)
+		return fmt.Errorf("hook %s: %w", name, err)
 	}
 	return nil
 }
@@ -240,22 +240,51 @@ func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // Install lays out Dir and adds the hooks of shipped (berth/upgrade.d's FS) that are missing there (an
 // operator's file of the same name, or one they archived or quarantined, is left alone).
+//
+// The tree is copied with otiai10/copy, not through os.Root: Dir is the host's (root's) own directory, which
+// no guest can reach, so no guest can plant a symlink on the way. The missing hooks are copied into a staging
+// directory inside Dir and then renamed into place one by one, so that a crash never leaves a half-written
+// hook that the next Install would take for the operator's.
 func (h Hooks) Install(shipped fs.FS) error {
 	for _, sub := range []string{"always", "archive", "quarantine"} {
 		if err := os.MkdirAll(filepath.Join(h.Dir, sub), 0o755); err != nil {
 			return err
 		}
 	}
-	return fs.WalkDir(shipped, ".", func(p string, e fs.DirEntry, err error) error {
-		dst := filepath.Join(h.Dir, p)
-		if err != nil || e.IsDir() || exists(dst) || exists(filepath.Join(h.Dir, "archive", e.Name())) ||
-			exists(filepath.Join(h.Dir, "quarantine", e.Name())) {
+	stage, err := os.MkdirTemp(h.Dir, ".shipped-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(stage)
+	installed := func(rel string) bool {
+		base := filepath.Base(rel)
+		return exists(filepath.Join(h.Dir, rel)) || exists(filepath.Join(h.Dir, "archive", base)) ||
+			exists(filepath.Join(h.Dir, "quarantine", base))
+	}
+	err = copy.Copy(".", stage, copy.Options{
+		FS: shipped,
+		Skip: func(info os.FileInfo, src, _ string) (bool, error) {
+			return !info.IsDir() && installed(src), nil
+		},
+		OnSymlink:     func(string) copy.SymlinkAction { return copy.Skip },
+		AddPermission: 0o755, // embedded files are 0444: hooks are executable
+		Sync:          true,
+	})
+	if err != nil {
+		return fmt.Errorf("hooks in %s: %w", h.Dir, err)
+	}
+	return filepath.WalkDir(stage, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
 			return err
 		}
-		b, err := fs.ReadFile(shipped, p)
-		if err == nil {
-			err = fsx.WriteFile(dst, b, 0o755)
+		rel, err := filepath.Rel(stage, p)
+		if err != nil || installed(rel) {
+			return err
 		}
-		return err
+		dst := filepath.Join(h.Dir, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.Rename(p, dst)
 	})
 }

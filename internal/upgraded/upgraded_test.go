@@ -321,6 +321,7 @@ func TestInstall(t *testing.T) {
 		"30-oneshot":   {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
 		"40-done":      {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
 		"50-quarantin": {Data: []byte("#!/bin/sh\n"), Mode: 0o755},
+		"always/60-ro": {Data: []byte("#!/bin/sh\n"), Mode: 0o444}, // as embedded files are
 	}
 	writeHook(t, h.Dir, "always/20-b", "# the operator's own", 0o700)
 	writeHook(t, h.Dir, "archive/40-done", "", 0o755)
@@ -332,6 +333,12 @@ func TestInstall(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(h.Dir, "always/10-a")); err != nil || st.Mode().Perm() != 0o755 {
 		t.Fatalf("always/10-a: %v %v", st, err)
+	}
+	if st, err := os.Stat(filepath.Join(h.Dir, "always/60-ro")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Fatalf("always/60-ro (embedded, 0444) is not installed executable: %v %v", st, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.Dir, ".shipped-*")); len(left) > 0 {
+		t.Fatalf("staging left behind: %v", left)
 	}
 	if got := hookReadFile(t, filepath.Join(h.Dir, "always/20-b")); !strings.Contains(got, "the operator's own") {
 		t.Fatalf("the operator's hook was replaced: %q", got)
