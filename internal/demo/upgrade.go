@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"berth/internal/aptget"
 	"berth/internal/clone"
-	"berth/internal/run"
 	"berth/internal/upgraded"
 )
 
@@ -116,48 +116,6 @@ func (d *Demo) archive(results []upgraded.HookResult) ([]string, error) {
 	return archived, nil
 }
 
-// aptReachable holds, inside the upgrade candidate, the third-party apt sources that answered.
-const aptReachable = "/var/tmp/berth-apt-reachable"
-
-// aptUpdateScript runs apt-get update so that any index that cannot be fetched fails; when one fails, it
-// tries every third-party source (sources.list.d) alone, keeps those that answer in aptReachable, names the
-// others on a "berth-skipped:" line, and updates again without them: what postinstall added (sury, yarn) must
-// not stop the nightly upgrade, but Debian's own suites must answer.
-const aptUpdateScript = `apt-get -q --error-on=any update && exit 0
-echo "berth: apt-get update failed; trying the third-party sources one by one"
-rm -rf ` + aptReachable + ` && mkdir -p ` + aptReachable + `
-skipped=""
-for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-	[ -e "$f" ] || continue
-	one=$(mktemp -d)
-	cp "$f" "$one/"
-	if apt-get -q --error-on=any -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$one" update; then
-		cp "$f" ` + aptReachable + `/
-	else
-		skipped="$skipped ${f##*/}"
-	fi
-	rm -rf "$one"
-done
-[ -n "$skipped" ] || { echo "berth: the index that fails is not a third-party source's"; exit 100; }
-echo "berth-skipped:$skipped"
-apt-get -q --error-on=any -o Dir::Etc::SourceParts=` + aptReachable + ` update
-`
-
-// aptUpdate updates apt's indexes in the running candidate; it returns the third-party sources it skipped.
-func (d *Demo) aptUpdate(ctx context.Context, name string, log *os.File) ([]string, error) {
-	var out run.SyncBuffer
-	fmt.Fprintf(log, "### %s: apt-get update\n", time.Now().Format(time.RFC3339))
-	if err := d.ct(name).Exec(ctx, nil, nil, io.MultiWriter(log, &out), time.Hour, "/bin/bash", "-c", aptUpdateScript); err != nil {
-		return nil, err
-	}
-	for _, l := range strings.Split(out.String(), "\n") {
-		if rest, ok := strings.CutPrefix(l, "berth-skipped:"); ok {
-			return strings.Fields(rest), nil
-		}
-	}
-	return nil, nil
-}
-
 // currentOr is the current generation, or fallback when it cannot be read.
 func currentOr(d *Demo, fallback string) string {
 	if g, err := d.current(); err == nil {
@@ -194,24 +152,14 @@ func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, lo
 		return nil, err
 	}
 	defer log.Close()
-	opts := []string{"-q", "-y", "-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef"}
-	skipped, err := d.aptUpdate(ctx, idle, log)
+	skipped, err := aptget.Upgrade(ctx, func(ctx context.Context, out io.Writer, timeout time.Duration, argv ...string) error {
+		return d.ct(idle).Exec(ctx, nil, nil, out, timeout, argv...)
+	}, log)
 	if err != nil {
 		return nil, fmt.Errorf("apt in %s: %w (log: %s)", idle, err, log.Name())
 	}
 	if len(skipped) > 0 {
 		d.alert(ctx, fmt.Sprintf("upgrade: third-party apt sources unreachable, skipped in this upgrade: %s (log: %s)", strings.Join(skipped, " "), log.Name()))
-		opts = append(opts, "-o", "Dir::Etc::SourceParts="+aptReachable)
-	}
-	for _, argv := range [][]string{
-		append(append([]string{"apt-get"}, opts...), "dist-upgrade"),
-		append(append([]string{"apt-get"}, opts...), "autoremove", "--purge"),
-		{"apt-get", "clean"},
-		{"rm", "-rf", aptReachable},
-	} {
-		if err := d.attach(ctx, idle, log, time.Hour, argv...); err != nil {
-			return nil, fmt.Errorf("apt in %s: %w (log: %s)", idle, err, log.Name())
-		}
 	}
 	if exists(filepath.Join(cand, PayloadUpgrade)) {
 		if err := d.attach(ctx, idle, log, 2*time.Hour, PayloadUpgrade); err != nil {
