@@ -240,5 +240,12 @@ func (d *Demo) addGeneration(ctx context.Context, st *State, src string) (string
 	})
 }
 
-// setAside moves a damaged generation out of the rotation to <store>/broken/.
-func (d *Demo) setAside(g string) error { return d.gens.SetAside(g) }
+// setAside moves damaged generations out of the rotation to <store>/broken/, each with why in a .reason file.
+func (d *Demo) setAside(gens []string, reason string) error {
+	for _, g := range gens {
+		if err := d.gens.SetAside(g, reason); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -275,6 +275,32 @@ func TestDemoOnLXC(t *testing.T) {
 			t.Fatalf("report:\n%s", out.String())
 		}
 		t.Logf("init deleted in %s and in its pristine state:\n%s", idle, out.String())
+
+		// Every generation damaged and a visitor's file in the serving container: the last resort is a
+		// pristine state rebuilt from the base and the image, in which the visitor's file does not exist.
+		active := oneServing(t, d)
+		attach(t, d, active, "sh", "-c", "echo visitor > /var/www/html/last-resort.txt")
+		st, _ = d.load()
+		idle = d.other(st.Active)
+		gens, _ = d.generations()
+		for _, g := range gens {
+			if err := os.Remove(filepath.Join(d.genDir(g), "usr/sbin/init")); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+		}
+		breakInit()
+		out.Reset()
+		if err := d.RestoreCrash(ctx, &out); err != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		now, _ := d.generations()
+		reasons, _ := filepath.Glob(filepath.Join(d.store, "broken", "*.reason"))
+		if !strings.Contains(out.String(), idle+": repaired from a pristine state rebuilt from the base and image demo-web") ||
+			len(now) != 1 || slices.Contains(gens, now[0]) || exists(filepath.Join(d.genDir(now[0]), "var/www/html/last-resort.txt")) ||
+			!exists(filepath.Join(d.genDir(now[0]), "usr/sbin/init")) || len(reasons) < len(gens) {
+			t.Fatalf("last resort: generations %v → %v, reasons %v, report:\n%s", gens, now, reasons, out.String())
+		}
+		t.Logf("every generation damaged (%v), a visitor file in %s:\n%s", gens, active, out.String())
 		oneServing(t, d)
 		if _, err := d.Switch(ctx); err != nil {
 			t.Fatal(err)

@@ -53,22 +53,9 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 	}
 	cur, _ := d.current()
 	if force || cur == "" || !image.Fresh(d.c, d.fsys, d.cfg.Image, d.genDir(cur), d.settings()) {
-		staging := filepath.Join(d.store, "staging")
-		if err := os.MkdirAll(d.store, 0o700); err != nil {
+		if cur, err = d.buildPristine(ctx, st); err != nil {
 			return err
 		}
-		if err := clone.Remove(ctx, staging); err != nil {
-			return err
-		}
-		m, _ := image.Load(d.fsys, d.cfg.Image)
-		opts := image.Options{Sources: image.SourceOverrides(m, d.Sources), Settings: d.settings(), Booter: builder{d}}
-		if err := image.BuildTree(ctx, d.c, d.fsys, d.cfg.Image, staging, opts); err != nil {
-			return err
-		}
-		if cur, err = d.addGeneration(ctx, st, staging); err != nil {
-			return err
-		}
-		logger().Info("pristine state built", "image", d.cfg.Image, "generation", cur, "backend", d.Backend)
 	}
 	if err := d.installHooks(); err != nil {
 		return err
@@ -84,6 +71,28 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 		}
 	}
 	return d.serve(ctx, st)
+}
+
+// buildPristine builds a new pristine generation from the base and [Demo] Image (provisioned in the booted
+// builder container when the image asks for it) and makes it current.
+func (d *Demo) buildPristine(ctx context.Context, st *State) (string, error) {
+	staging := filepath.Join(d.store, "staging")
+	if err := os.MkdirAll(d.store, 0o700); err != nil {
+		return "", err
+	}
+	if err := clone.Remove(ctx, staging); err != nil {
+		return "", err
+	}
+	m, _ := image.Load(d.fsys, d.cfg.Image)
+	opts := image.Options{Sources: image.SourceOverrides(m, d.Sources), Settings: d.settings(), Booter: builder{d}}
+	if err := image.BuildTree(ctx, d.c, d.fsys, d.cfg.Image, staging, opts); err != nil {
+		return "", err
+	}
+	g, err := d.addGeneration(ctx, st, staging)
+	if err == nil {
+		logger().Info("pristine state built", "image", d.cfg.Image, "generation", g, "backend", d.Backend)
+	}
+	return g, err
 }
 
 // installHooks lays out [Demo] Hooks and adds the shipped hooks that are missing there.

@@ -8,18 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"berth/internal/clone"
-	"berth/internal/run"
 )
 
 // RestoreCrash checks every container and repairs the ones that do not boot into a healthy demo: first
 // from the current pristine generation, then from the archived generations newest first (a damaged newer
-// generation is set aside), then from a clone of a healthy container. The serving container is left
+// generation is set aside), then from a pristine state rebuilt from the base and the image. The serving container is left
 // serving when it is healthy; otherwise a healthy one takes over. It writes what it repaired and how to w,
 // and fails when a container could not be repaired.
 func (d *Demo) RestoreCrash(ctx context.Context, w io.Writer) error {
@@ -50,7 +48,7 @@ func (d *Demo) RestoreCrash(ctx context.Context, w io.Writer) error {
 	}
 	var failed []string
 	for _, n := range broken {
-		how, err := d.repair(ctx, st, n, ok)
+		how, err := d.repair(ctx, st, n)
 		if err != nil {
 			failed = append(failed, n)
 			fmt.Fprintf(w, "%s: could not be repaired: %v\n", n, err)
@@ -89,10 +87,12 @@ func (d *Demo) check(ctx context.Context, st *State, name string) error {
 	return d.waitHealthy(ctx, name)
 }
 
-// repair resets a broken container to each generation, newest first, and then to a clone of a healthy
-// container, until it passes check. Generations newer than the one that worked are set aside as broken.
-// The check leaves the container dirty; serve resets it to the (new) current generation afterwards.
-func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string]bool) (string, error) {
+// repair resets a broken container to each generation, newest first, until it passes check; generations
+// newer than the one that worked are set aside as broken. When none works, the last resort is a new pristine
+// state built from the base and the image, as demo:build FORCE=1 builds it, and never a copy of a serving
+// container (its visitors' data would become every later visitor's start); the healthy container keeps
+// serving meanwhile. The check leaves the container dirty; serve resets it to the current generation after.
+func (d *Demo) repair(ctx context.Context, st *State, name string) (string, error) {
 	gens, err := d.generations()
 	if err != nil {
 		return "", err
@@ -105,10 +105,8 @@ func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string
 			err = d.check(ctx, st, name)
 		}
 		if err == nil {
-			for _, bad := range gens[i+1:] {
-				if err := d.setAside(bad); err != nil {
-					return "", err
-				}
+			if err := d.setAside(gens[i+1:], fmt.Sprintf("%s booted healthy only from the older generation %s", name, g)); err != nil {
+				return "", err
 			}
 			if i == len(gens)-1 {
 				return "from its pristine state (generation " + g + ")", nil
@@ -118,51 +116,21 @@ func (d *Demo) repair(ctx context.Context, st *State, name string, ok map[string
 		}
 		errs = append(errs, fmt.Errorf("generation %s: %w", g, err))
 	}
-	for _, src := range d.cfg.Containers {
-		if src == name || !ok[src] {
-			continue
-		}
-		if err := d.cloneFrom(ctx, st, src); err != nil {
-			return "", errors.Join(append(errs, fmt.Errorf("clone of %s: %w", src, err))...)
-		}
-		for _, bad := range gens {
-			d.setAside(bad)
-		}
-		g, _ := d.current()
-		err := d.reset(ctx, st, name, g)
-		if err == nil {
-			err = d.check(ctx, st, name)
-		}
-		if err == nil {
-			return fmt.Sprintf("from a clone of %s, now generation %s (every older generation failed and is set aside)", src, g), nil
-		}
-		errs = append(errs, fmt.Errorf("clone of %s: %w", src, err))
+	g, err := d.buildPristine(ctx, st)
+	if err == nil {
+		err = d.setAside(gens, fmt.Sprintf("%s did not boot healthy from any generation: %v", name, errors.Join(errs...)))
 	}
-	return "", errors.Join(errs...)
-}
-
-// cloneFrom makes a new generation from a healthy container's root file system as it runs (its own file
-// system only: no /proc, /sys, /dev or tmpfs).
-func (d *Demo) cloneFrom(ctx context.Context, st *State, src string) error {
-	root := d.rootfs(src)
-	if d.running(src) {
-		pid, err := d.ct(src).InitPid()
-		if err != nil {
-			return err
-		}
-		root = "/proc/" + strconv.Itoa(pid) + "/root"
+	if err == nil {
+		err = d.reset(ctx, st, name, g)
 	}
-	staging := filepath.Join(d.store, "staging")
-	if err := clone.Remove(ctx, staging); err != nil {
-		return err
+	if err == nil {
+		err = d.check(ctx, st, name)
 	}
-	if _, err := (run.Cmd{Argv: []string{"cp", "--recursive", "--no-dereference", "--one-file-system", "--no-target-directory",
-		"--preserve=mode,ownership,timestamps,links,xattr", "--reflink=auto", "--", root + "/", staging}, Timeout: time.Hour}).Run(ctx); err != nil {
-		clone.Remove(ctx, staging)
-		return err
+	if err != nil {
+		return "", errors.Join(append(errs, fmt.Errorf("a pristine state rebuilt from the base and %s: %w", d.cfg.Image, err))...)
 	}
-	_, err := d.addGeneration(ctx, st, staging)
-	return err
+	return fmt.Sprintf("from a pristine state rebuilt from the base and image %s, generation %s (generations %s failed and are set aside under %s/broken)",
+		d.cfg.Image, g, strings.Join(gens, ", "), d.store), nil
 }
 
 // Status writes the demo's state: backend, active container and its health, next switch, last upgrade and

@@ -153,10 +153,14 @@ func (s Store) Add(ctx context.Context, src string, keep int, inUse func(g strin
 	return g, nil
 }
 
-// SetAside moves a damaged generation out of the rotation to <Dir>/broken/.
-func (s Store) SetAside(g string) error {
+// SetAside moves a damaged generation out of the rotation to <Dir>/broken/, with reason in a .reason file beside it.
+func (s Store) SetAside(g, reason string) error {
 	if err := os.MkdirAll(filepath.Join(s.Dir, "broken"), 0o700); err != nil {
 		return err
 	}
-	return os.Rename(s.Path(g), filepath.Join(s.Dir, "broken", g+"-"+time.Now().Format("20060102-150405")))
+	dst := filepath.Join(s.Dir, "broken", g+"-"+time.Now().Format("20060102-150405"))
+	if err := os.Rename(s.Path(g), dst); err != nil {
+		return err
+	}
+	return fsx.WriteFile(dst+".reason", []byte(reason+"\n"), 0o600)
 }

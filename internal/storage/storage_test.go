@@ -240,8 +240,11 @@ func TestBackendContract(t *testing.T) {
 			}
 			done()
 
-			if err := s.SetAside("000002"); err != nil {
+			if err := s.SetAside("000002", "test: damaged"); err != nil {
 				t.Fatal(err)
+			}
+			if reasons, _ := filepath.Glob(filepath.Join(s.Dir, "broken", "000002-*.reason")); len(reasons) != 1 {
+				t.Fatalf("set aside without its reason: %v", reasons)
 			}
 			for _, p := range []string{ctDir, s.Dir} {
 				if err := b.Remove(ctx, p); err != nil {
