@@ -85,6 +85,7 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 		servers = append(servers, haproxy.Server{Name: n, Addr: netip.AddrPortFrom(d.net.Addr(i), uint16(d.payload.Port)).String()})
 	}
 	d.proxy = &haproxy.Proxy{Name: d.cfg.Bridge, Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
+	d.proxy.Domain = d.cfg.Domain // with no [Demo] Domain (a trial) the front answers any Host
 	if d.payload.Scheme == "https" {
 		d.proxy.TLSTo = d.domain()
 	}

@@ -143,6 +143,10 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	if code, body, err := testutil.HTTPGetWith(client, site+"/"); code != 200 || body != "berth demo "+active+"\n" {
 		t.Fatalf("GET / through the proxy: %d %q %v", code, body, err)
 	}
+	// The front answers only for [Demo] Domain: another Host gets HAProxy's own 421, not the container's.
+	if code, body, err := testutil.HTTPGetWith(client, "https://other.test:"+port(c.Demo.HTTPS)+"/"); code != 421 || body != "this front serves only demo.test" {
+		t.Fatalf("another Host through the front: %d %q %v", code, body, err)
+	}
 	plain := testutil.HostClient(c.Demo.HTTP)
 	resp, err := plain.Get("http://demo.test/blog?x=1")
 	if err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != "https://demo.test/blog?x=1" {

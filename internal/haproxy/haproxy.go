@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"berth/internal/fsx"
+	"berth/internal/hostnet"
 	"berth/internal/run"
 )
 
@@ -33,6 +34,9 @@ type Proxy struct {
 	HTTP, HTTPS string // listen addresses as in config: ":80", "127.0.0.1:18080"; HTTPS may be "" (no TLS frontend)
 	Bundle      string // PEM with certificate + key for HTTPS
 	Servers     []Server
+	// Domain, when set, is the only Host the front answers for: any other gets 421 from HAProxy itself and
+	// never reaches a container.
+	Domain string
 	// TLSTo is the server name (SNI) to talk HTTPS to the servers with, for a payload that serves HTTPS only;
 	// empty: plain HTTP. With it, the HTTP frontend redirects visitors to https.
 	TLSTo string
@@ -64,16 +68,20 @@ func (p *Proxy) Render(active string) []byte {
 	w("# The demo front, written by berth, which rewrites this file: do not edit.")
 	w("global\n\tmaster-worker\n\tpidfile %s", p.pidPath())
 	w("\tstats socket %s mode 600 level admin expose-fd listeners", p.sockPath())
-	w("\thard-stop-after 60s\n")
+	// noreuseport: a second process binding the same port fails instead of the kernel splitting connections.
+	w("\thard-stop-after 60s\n\tnoreuseport\n")
 	w("defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s")
 	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 3\n\toption redispatch\n\toption forwardfor\n")
-	w("frontend http\n\tbind %s\n\thttp-request set-header X-Forwarded-Proto http", p.HTTP)
+	w("frontend http\n\tbind %s", p.HTTP)
+	p.onlyDomain(w)
+	w("\thttp-request set-header X-Forwarded-Proto http")
 	if p.TLSTo != "" && p.HTTPS != "" {
 		w("\thttp-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }")
 	}
 	w("\tdefault_backend %s\n", proxyBackend)
 	if p.HTTPS != "" {
 		w("frontend https\n\tbind %s ssl crt %s ssl-min-ver TLSv1.2 alpn h2,http/1.1", p.HTTPS, p.Bundle)
+		p.onlyDomain(w)
 		w("\thttp-request set-header X-Forwarded-Proto https\n\tdefault_backend %s\n", proxyBackend)
 	}
 	w("backend %s\n\tbalance first", proxyBackend)
@@ -89,6 +97,14 @@ func (p *Proxy) Render(active string) []byte {
 		}
 	}
 	return []byte(b.String())
+}
+
+// onlyDomain answers requests for any other Host than Domain with 421, in the front.
+func (p *Proxy) onlyDomain(w func(string, ...any)) {
+	if p.Domain != "" {
+		w("\tacl demo_host req.hdr(host),field(1,:) -i %s", p.Domain)
+		w("\thttp-request return status 421 content-type text/plain string \"this front serves only %s\" unless demo_host", p.Domain)
+	}
 }
 
 // Ensure makes the running HAProxy match p with active enabled: the configuration is validated with
@@ -159,6 +175,18 @@ func (p *Proxy) check(ctx context.Context, cfg []byte) error {
 // start runs HAProxy in master-worker mode, under a transient systemd unit when systemd runs the host (so that
 // it outlives the job that starts it), and waits until its runtime socket answers.
 func (p *Proxy) start(ctx context.Context) error {
+	for _, addr := range []string{p.HTTP, p.HTTPS} {
+		if addr == "" {
+			continue
+		}
+		holder, err := hostnet.Holder(addr)
+		if err != nil {
+			return fmt.Errorf("demo proxy: who holds %s: %w", addr, err)
+		}
+		if holder != "" {
+			return fmt.Errorf("demo proxy: %s is already held by %s: choose another [Demo] HTTP/HTTPS, or stop that process", addr, holder)
+		}
+	}
 	os.Remove(p.pidPath())
 	// The configuration names the pid file: `-p` as well would only add an alert to every start.
 	argv := []string{haproxyBin, "-W", "-D", "-f", p.cfgPath()}

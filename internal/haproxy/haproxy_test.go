@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,11 +22,13 @@ import (
 type proxyBackendServer struct {
 	*httptest.Server
 	slowStarted, slowDone chan struct{}
+	hits                  atomic.Int64
 }
 
 func newProxyBackend(t *testing.T, body string) *proxyBackendServer {
 	b := &proxyBackendServer{slowStarted: make(chan struct{}, 1), slowDone: make(chan struct{}, 1)}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
 		if r.URL.Path == "/slow" {
 			b.slowStarted <- struct{}{}
 			time.Sleep(2 * time.Second)
@@ -211,13 +215,15 @@ func TestProxyBadBundle(t *testing.T) {
 // TestRenderTLSUpstream: a payload that serves HTTPS only is reached over TLS with the demo's domain as SNI,
 // and visitors on HTTP are sent to https (ACME answers excepted); a plain payload gets neither.
 func TestRenderTLSUpstream(t *testing.T) {
-	p := &Proxy{Name: "bdx", Dir: "/run/x", HTTP: ":80", HTTPS: ":443", Bundle: "/b.pem", TLSTo: "demo.test",
+	p := &Proxy{Name: "bdx", Dir: "/run/x", HTTP: ":80", HTTPS: ":443", Bundle: "/b.pem", TLSTo: "demo.test", Domain: "demo.test",
 		Servers: []Server{{"demo1", "10.1.5.3:443"}, {"demo2", "10.1.5.4:443"}}}
 	cfg := string(p.Render("demo2"))
 	for _, want := range []string{
 		"\tserver demo1 10.1.5.3:443 ssl verify none sni str(demo.test) disabled\n",
 		"\tserver demo2 10.1.5.4:443 ssl verify none sni str(demo.test)\n",
 		"\thttp-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }\n",
+		"\tnoreuseport\n",
+		"\tacl demo_host req.hdr(host),field(1,:) -i demo.test\n",
 	} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("haproxy.cfg lacks %q:\n%s", want, cfg)
@@ -229,5 +235,39 @@ func TestRenderTLSUpstream(t *testing.T) {
 	p.TLSTo = ""
 	if cfg := string(p.Render("demo1")); strings.Contains(cfg, "ssl verify") || strings.Contains(cfg, "redirect") {
 		t.Errorf("a plain payload got TLS or a redirect:\n%s", cfg)
+	}
+}
+
+// TestProxyOnePortOneOwner: a port another process holds is refused before HAProxy starts, in one line
+// naming the holder; with Domain set, another Host gets 421 from the front and never reaches a server.
+func TestProxyOnePortOneOwner(t *testing.T) {
+	ctx := context.Background()
+	be := map[string]*proxyBackendServer{"a": newProxyBackend(t, "A"), "b": newProxyBackend(t, "B")}
+	p := newTestProxy(t, be, "a", "b")
+	held, err := net.Listen("tcp", p.HTTPS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Ensure(ctx, "a")
+	held.Close()
+	want := fmt.Sprintf("demo proxy: %s is already held by pid %d (", p.HTTPS, os.Getpid())
+	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") || p.Running() {
+		t.Fatalf("a held port: want one line starting %q, got %v (running: %v)", want, err, p.Running())
+	}
+	t.Logf("held port refused: %v", err)
+
+	p.Domain = "demo.test"
+	if err := p.Ensure(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	client := testutil.HostClient(p.HTTP)
+	for host, want := range map[string]string{"demo.test": "A", "other.test": "this front serves only demo.test", "demo.test.evil": "this front serves only demo.test"} {
+		code, body, err := testutil.HTTPGetWith(client, "http://"+host+"/")
+		if err != nil || body != want || (want == "A") != (code == 200) {
+			t.Errorf("Host %s: %d %q %v", host, code, body, err)
+		}
+	}
+	if n := be["a"].hits.Load(); n != 1 {
+		t.Errorf("the server saw %d requests, want only demo.test's", n)
 	}
 }
