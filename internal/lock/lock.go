@@ -37,7 +37,10 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 		return nil, err
 	}
 	logged := false
-	err = wait.Until(ctx, timeout, 100*time.Millisecond, func(context.Context) (bool, error) {
+	// A waiter tries every 10 ms (a flock call is cheap), so that it takes the lock right after the holder
+	// lets go, before a job that starts later can: waiters run in the order they came, as a switch queued
+	// behind an upgrade expects.
+	err = wait.Until(ctx, timeout, 10*time.Millisecond, func(context.Context) (bool, error) {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			return true, nil

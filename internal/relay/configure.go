@@ -3,11 +3,13 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	"berth/internal/machine"
 	"berth/internal/run"
 	"berth/internal/tlsx"
+	"berth/internal/wait"
 )
 
 // Report says what configure or a rotation changed.
@@ -150,16 +153,44 @@ func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error
 		if !machine.Running(ctx, r.Machine) {
 			continue
 		}
-		verb := "try-restart"
 		if r.Unit == "haproxy.service" {
-			verb = "reload-or-restart" // HAProxy reloads without dropping connections
-		}
-		if _, err := run.Command(ctx, "systemctl", "-M", r.Machine, verb, r.Unit); err != nil {
+			if err := reloadEdge(ctx, c); err != nil {
+				return rep, err
+			}
+		} else if _, err := run.Command(ctx, "systemctl", "-M", r.Machine, "try-restart", r.Unit); err != nil {
 			return rep, err
 		}
 		rep.Restarted = append(rep.Restarted, r.Machine+"/"+r.Unit)
 	}
 	return rep, nil
+}
+
+// EdgeAddr is where the haproxy machine's edge answers TLS on the host.
+const EdgeAddr = "127.0.0.1:443"
+
+// reloadEdge reloads HAProxy in the haproxy machine (it keeps its connections) and waits, at most 30 s,
+// until the edge serves the bundle's certificate: systemd reports the reload done before HAProxy's new
+// worker answers, and configure or renew must not return before the new certificate is served.
+func reloadEdge(ctx context.Context, c *config.Config) error {
+	if _, err := run.Command(ctx, "systemctl", "-M", "haproxy", "reload-or-restart", "haproxy.service"); err != nil {
+		return err
+	}
+	want, err := readCert(BundleFile(c))
+	if err != nil {
+		return err
+	}
+	return wait.Until(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: &tls.Config{ServerName: c.Relay.Domain, InsecureSkipVerify: true}}
+		conn, err := d.DialContext(ctx, "tcp", EdgeAddr)
+		if err != nil {
+			return false, fmt.Errorf("relay: the edge at %s after its reload: %w", EdgeAddr, err)
+		}
+		defer conn.Close()
+		if got := conn.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(want.SerialNumber) != 0 {
+			return false, fmt.Errorf("relay: the edge at %s still serves serial %x, not the new %x, after its reload", EdgeAddr, got, want.SerialNumber)
+		}
+		return true, nil
+	})
 }
 
 func databaseURL(c *config.Config) (string, error) {
@@ -263,7 +294,7 @@ func renew(ctx context.Context, c *config.Config, cl *acme.Client, force bool) (
 	}
 	rep := Report{Changed: []string{BundleFile(c)}}
 	if machine.Running(ctx, "haproxy") {
-		if _, err := run.Command(ctx, "systemctl", "-M", "haproxy", "reload-or-restart", "haproxy.service"); err != nil {
+		if err := reloadEdge(ctx, c); err != nil {
 			return rep, err
 		}
 		rep.Restarted = append(rep.Restarted, "haproxy/haproxy.service (reload)")
