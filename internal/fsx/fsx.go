@@ -2,8 +2,12 @@
 package fsx
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -15,22 +19,38 @@ import (
 // path, and the directory is fsynced. Readers see the old content or the new one, never a mix.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
+	defer root.Close()
+	if err := ReplaceIn(root, filepath.Base(path), bytes.NewReader(data), perm); err != nil {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// ReplaceIn writes src to rel inside r the way WriteFile does (a temporary file made 0600, then perm,
+// filled, fsynced and renamed over rel), through os.Root so that a symlink in the tree cannot redirect it.
+func ReplaceIn(r *os.Root, rel string, src io.Reader, perm os.FileMode) error {
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	tmp := filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+".tmp-"+hex.EncodeToString(suffix))
+	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			f.Close()
-			os.Remove(tmp)
+			r.Remove(tmp)
 		}
 	}()
 	if err := f.Chmod(perm); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := io.Copy(f, src); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -39,11 +59,11 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := r.Rename(tmp, rel); err != nil {
 		return err
 	}
 	ok = true
-	return SyncDir(dir)
+	return nil
 }
 
 // SyncDir fsyncs a directory so that a rename inside it is durable.

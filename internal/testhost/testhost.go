@@ -536,7 +536,7 @@ func (h *Host) CopyIn(src, dst string) error {
 		return err
 	}
 	mode := fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
-	return copyReplace(r, rel, in, mode)
+	return fsx.ReplaceIn(r, rel, in, mode)
 }
 
 // Reboot powers the guest off cleanly and boots the same rootfs again, waiting for running/degraded. (A
@@ -728,37 +728,5 @@ func randomHex(n int) string {
 
 // writeReplace writes data to rel inside r through a temporary file renamed over it.
 func writeReplace(r *os.Root, rel string, data []byte, mode os.FileMode) error {
-	return copyReplace(r, rel, bytes.NewReader(data), mode)
-}
-
-func copyReplace(r *os.Root, rel string, src io.Reader, mode os.FileMode) error {
-	tmp := filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+".berth-"+randomHex(4))
-	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			r.Remove(tmp)
-		}
-	}()
-	if _, err := io.Copy(f, src); err != nil {
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := r.Rename(tmp, rel); err != nil {
-		return err
-	}
-	ok = true
-	return nil
+	return fsx.ReplaceIn(r, rel, bytes.NewReader(data), mode)
 }
