@@ -80,6 +80,17 @@ func httpURL(v string) error {
 	return nil
 }
 
+// archive checks the URL of an apt archive (what: whose archive, for the error).
+func archive(dst *string, what string) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		if !strings.HasPrefix(v, "file:///") && httpURL(v) != nil {
+			return errors.New("expected an http(s):// URL or a file:/// path of " + what)
+		}
+		*dst = v
+		return nil
+	}
+}
+
 func listenAddr(v string) error {
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
@@ -146,13 +157,7 @@ var keys = []key{
 		c.Base.Suite = v
 		return nil
 	}},
-	{"Base", "Mirror", "http://deb.debian.org/debian", func(c *Config, v string) error {
-		if strings.HasPrefix(v, "file:///") || httpURL(v) == nil {
-			c.Base.Mirror = v
-			return nil
-		}
-		return errors.New("expected an http(s):// URL or a file:/// path of a Debian archive")
-	}},
+	{"Base", "Mirror", "http://deb.debian.org/debian", func(c *Config, v string) error { return archive(&c.Base.Mirror, "a Debian archive")(c, v) }},
 	{"Base", "ExtraSuites", "updates security", func(c *Config, v string) error {
 		c.Base.ExtraSuites = nil
 		for _, w := range words(v) {
@@ -164,11 +169,7 @@ var keys = []key{
 		return nil
 	}},
 	{"Base", "SecurityMirror", "http://deb.debian.org/debian-security", func(c *Config, v string) error {
-		if strings.HasPrefix(v, "file:///") || httpURL(v) == nil {
-			c.Base.SecurityMirror = v
-			return nil
-		}
-		return errors.New("expected an http(s):// URL or a file:/// path of Debian's security archive")
+		return archive(&c.Base.SecurityMirror, "Debian's security archive")(c, v)
 	}},
 	{"Base", "Packages", "systemd dbus ca-certificates", func(c *Config, v string) error {
 		for _, p := range words(v) {
