@@ -75,6 +75,11 @@ type Demo struct {
 	Hooks         string
 	KeepSnapshots int
 	AlertCommand  []string
+	Memory        int64   // bytes a container may use (cgroup memory.max)
+	CPUs          float64 // CPUs a container may use (cgroup cpu.max); 0: no limit
+	Tasks         int     // processes and threads a container may run (cgroup pids.max)
+	EgressPorts   []int   // TCP ports the containers may reach on public addresses
+	HostPorts     []int   // TCP ports of the host the containers may reach (on the bridge's address)
 }
 
 // Config is the effective configuration.

@@ -28,7 +28,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Paths.Machines != "/var/lib/machines" || c.Paths.State != "/var/lib/berth" || c.Base.Suite != "bookworm" ||
 		c.Demo.Subnet.String() != "10.1.5.0/24" || c.Demo.SwitchEvery != 30*time.Minute || c.Demo.KeepSnapshots != 3 ||
-		strings.Join(c.Relay.Machines, " ") != "mysql relaycreator haproxy strfry" || c.Demo.Hooks != "/var/lib/berth/upgrade.d" {
+		strings.Join(c.Relay.Machines, " ") != "mysql relaycreator haproxy strfry" || c.Demo.Hooks != "/var/lib/berth/upgrade.d" ||
+		c.Demo.Memory != 2<<30 || c.Demo.CPUs != 1 || c.Demo.Tasks != 1024 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if want, _ := GoSHA256For(DefaultGoVersion, runtime.GOARCH); c.Base.GoSHA256 != want || want == "" {
@@ -92,6 +93,12 @@ func TestBadValues(t *testing.T) {
 		{"BERTH_DEMO_SWITCHEVERY", "soon", "time span"},
 		{"BERTH_DEMO_UPGRADEAT", "25:00", "HH:MM"},
 		{"BERTH_DEMO_CONTAINERS", "demo1", "exactly 2"},
+		{"BERTH_DEMO_MEMORY", "12", "at least 64M"},
+		{"BERTH_DEMO_MEMORY", "2GB", "at least 64M"},
+		{"BERTH_DEMO_CPUS", "many", "number of CPUs"},
+		{"BERTH_DEMO_TASKS", "10", "from 64"},
+		{"BERTH_DEMO_EGRESSPORTS", "80 http", "TCP port numbers"},
+		{"BERTH_DEMO_HOSTPORTS", "70000", "TCP port numbers"},
 		{"BERTH_DEMO_CONTAINERS", "demo1 ../etc", "lower-case"},
 		{"BERTH_DEMO_BRIDGE", "a-bridge-name-too-long", "interface name"},
 		{"BERTH_DEMO_BACKEND", "zfs", "auto, btrfs"},

@@ -80,6 +80,21 @@ func httpURL(v string) error {
 	return nil
 }
 
+// ports parses TCP port numbers separated by spaces (empty: none).
+func ports(dst *[]int) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		*dst = nil
+		for _, w := range words(v) {
+			n, err := strconv.Atoi(w)
+			if err != nil || n < 1 || n > 65535 {
+				return fmt.Errorf("%q: expected TCP port numbers separated by spaces, such as 80 443", w)
+			}
+			*dst = append(*dst, n)
+		}
+		return nil
+	}
+}
+
 // archive checks the URL of an apt archive (what: whose archive, for the error).
 func archive(dst *string, what string) func(*Config, string) error {
 	return func(_ *Config, v string) error {
@@ -338,6 +353,33 @@ var keys = []key{
 		c.Demo.KeepSnapshots = n
 		return nil
 	}},
+	{"Demo", "Memory", "2G", func(c *Config, v string) error {
+		n, err := strconv.ParseInt(strings.TrimRight(v, "KMGkmg"), 10, 64)
+		shift := map[string]int{"": 0, "k": 10, "m": 20, "g": 30}[strings.ToLower(strings.TrimLeft(v, "0123456789"))]
+		if err != nil || len(strings.TrimLeft(v, "0123456789")) > 1 || n<<shift < 64<<20 {
+			return errors.New("expected a size of at least 64M such as 512M or 2G")
+		}
+		c.Demo.Memory = n << shift
+		return nil
+	}},
+	{"Demo", "CPUs", "1", func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if v != "" && (err != nil || f < 0.1 || f > 1024) {
+			return errors.New("expected a number of CPUs such as 1 or 0.5 (empty: no limit)")
+		}
+		c.Demo.CPUs = f
+		return nil
+	}},
+	{"Demo", "Tasks", "1024", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 64 || n > 1<<22 {
+			return errors.New("expected a number of processes from 64 up")
+		}
+		c.Demo.Tasks = n
+		return nil
+	}},
+	{"Demo", "EgressPorts", "80 443", func(c *Config, v string) error { return ports(&c.Demo.EgressPorts)(c, v) }},
+	{"Demo", "HostPorts", "", func(c *Config, v string) error { return ports(&c.Demo.HostPorts)(c, v) }},
 	{"Demo", "AlertCommand", "", func(c *Config, v string) error {
 		argv := strings.Fields(v)
 		if len(argv) > 0 && !filepath.IsAbs(argv[0]) {

@@ -36,7 +36,9 @@ type guest struct{ lxc.Container }
 
 func (b builder) Boot(ctx context.Context, dir string, log io.Writer) (image.Guest, error) {
 	ct := b.d.ct(b.d.cfg.Bridge + "-build")
-	ct.Init = "/lib/systemd/systemd"
+	// Privileged and without limits: it builds the tree the demo containers then run unprivileged (the
+	// tree is owned by their ids when it becomes a generation).
+	ct.Init, ct.IDBase, ct.Limits = "/lib/systemd/systemd", 0, lxc.Limits{}
 	n := lxc.Net{Bridge: b.d.cfg.Bridge, Addr: netip.PrefixFrom(b.d.net.Addr(-1), b.d.cfg.Subnet.Bits()), Gateway: b.d.net.Gateway()}
 	fmt.Fprintf(log, "### berth: booting %s as LXC container %s (%s on %s)\n", dir, ct.Name, n.Addr, n.Bridge)
 	return guest{ct}, ct.Boot(ctx, "dir:"+dir, n)

@@ -2,13 +2,17 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
+	"berth/internal/fsx"
 	"berth/internal/lxc"
 )
 
@@ -17,8 +21,13 @@ func (d *Demo) rootfs(name string) string { return filepath.Join(d.ctDir(name), 
 func (d *Demo) lxcLog(name string) string { return filepath.Join(d.dir, "logs", name+".lxc.log") }
 
 // ct is the LXC container name under the demo's LXC path.
+// IDBase is where the demo containers' ids start on the host: their root is uid 1000000 there, not 0.
+const IDBase = 1_000_000
+
+// ct is the LXC container name under the demo's LXC path: unprivileged, with [Demo] Memory, CPUs and Tasks.
 func (d *Demo) ct(name string) lxc.Container {
-	return lxc.Container{Path: d.lxcPath, Name: name, Log: d.lxcLog(name)}
+	return lxc.Container{Path: d.lxcPath, Name: name, Log: d.lxcLog(name), IDBase: IDBase,
+		Limits: lxc.Limits{Memory: d.cfg.Memory, CPUs: d.cfg.CPUs, Tasks: d.cfg.Tasks}}
 }
 
 // lxcNet is the container's network: a static address on the demo's bridge.
@@ -49,7 +58,20 @@ func (d *Demo) reset(ctx context.Context, st *State, name, g string) error {
 	if err := os.MkdirAll(d.ctDir(name), 0o750); err != nil {
 		return err
 	}
-	err := d.gens.Reset(ctx, d.ctDir(name), d.genDir(g))
+	if err := traversable(d.lxcPath, d.store, filepath.Join(d.store, "gen"), d.ctDir(name)); err != nil {
+		return err
+	}
+	err := shifted(d.genDir(g))
+	if err == nil {
+		err = d.gens.Reset(ctx, d.ctDir(name), d.genDir(g))
+	}
+	for _, p := range []string{"delta", "work"} { // overlayfs: the layers the container's root writes
+		if err == nil {
+			if err = os.Lchown(filepath.Join(d.ctDir(name), p), IDBase, IDBase); errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		}
+	}
 	if err == nil {
 		err = d.writeConfig(name, d.rootfsSpec(name, g))
 	}
@@ -58,6 +80,33 @@ func (d *Demo) reset(ctx context.Context, st *State, name, g string) error {
 	}
 	st.Dirty[name], st.Gen[name] = false, g
 	return d.save(st)
+}
+
+// traversable lets the containers' root (an unprivileged uid on the host, which mounts their layers) pass
+// through dirs: search permission for others, nothing more.
+func traversable(dirs ...string) error {
+	for _, dir := range dirs {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(dir, st.Mode().Perm()|0o011); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// shifted makes sure the tree at dir is owned by the containers' id range (a generation made before
+// containers were unprivileged is shifted once; its top directory tells).
+func shifted(dir string) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil || st.Uid >= lxc.IDs {
+		return err
+	}
+	return fsx.ShiftOwners(dir, IDBase, lxc.IDs)
 }
 
 func (d *Demo) running(name string) bool { return d.ct(name).Running() }

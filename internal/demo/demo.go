@@ -23,6 +23,7 @@ import (
 	"berth/internal/hostnet"
 	"berth/internal/image"
 	"berth/internal/lock"
+	"berth/internal/lxc"
 	"berth/internal/probe"
 	"berth/internal/storage"
 	"berth/internal/upgraded"
@@ -70,7 +71,8 @@ type State struct {
 func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 	d := &Demo{c: c, cfg: c.Demo, lxcPath: c.Paths.LXC, dir: filepath.Join(c.Paths.State, "demo"), fsys: fsys}
 	d.store = filepath.Join(d.lxcPath, ".berth-demo")
-	d.net = hostnet.Network{Bridge: d.cfg.Bridge, Subnet: d.cfg.Subnet, StateDir: filepath.Join(d.dir, "net")}
+	d.net = hostnet.Network{Bridge: d.cfg.Bridge, Subnet: d.cfg.Subnet, StateDir: filepath.Join(d.dir, "net"),
+		EgressPorts: d.cfg.EgressPorts, HostPorts: d.cfg.HostPorts}
 	m, err := image.Load(fsys, d.cfg.Image)
 	if err == nil {
 		d.payload = m.Serve
@@ -232,6 +234,9 @@ func (d *Demo) current() (string, error) { return d.gens.Current() }
 // addGeneration publishes the tree at src (a staging clone on the store's file system, consumed) as the new
 // current generation, and prunes the oldest beyond [Demo] KeepSnapshots archived ones that no container uses.
 func (d *Demo) addGeneration(ctx context.Context, st *State, src string) (string, error) {
+	if err := fsx.ShiftOwners(src, IDBase, lxc.IDs); err != nil { // the containers are unprivileged
+		return "", fmt.Errorf("owning %s by the containers' ids: %w", src, err)
+	}
 	return d.gens.Add(ctx, src, d.cfg.KeepSnapshots, func(g string) bool {
 		used := false
 		for _, u := range st.Gen {

@@ -163,7 +163,7 @@ func TestDemoOnLXC(t *testing.T) {
 	hooks := c.Demo.Hooks
 	writeHook(t, hooks, "10-ok", "#!/bin/sh\nset -e\nlxc-attach -P \"$BERTH_LXC_PATH\" -n \"$1\" -- touch /root/hook10\n", 0o755)
 	writeHook(t, hooks, "20-fail", "#!/bin/sh\necho about to fail\nexit 3\n", 0o755)
-	writeHook(t, hooks, "30-ok", "#!/bin/sh\nset -e\ntouch \"$BERTH_LXC_PATH/$1/rootfs/root/hook30\"\n", 0o755)
+	writeHook(t, hooks, "30-ok", "#!/bin/sh\nset -e\n[ -z \"$BERTH_ROOTFS\" ]\nlxc-attach -P \"$BERTH_LXC_PATH\" -n \"$BERTH_CONTAINER\" -- touch /root/hook30\n", 0o755)
 
 	t.Run("upgrade with hooks", func(t *testing.T) {
 		stop := proxyLoad(t, httpURL+"/", 20*time.Millisecond)
@@ -468,7 +468,7 @@ func TestDemoOnLXC(t *testing.T) {
 		if exec.Command("ip", "link", "show", c.Demo.Bridge).Run() == nil {
 			left = append(left, "bridge "+c.Demo.Bridge)
 		}
-		if exec.Command("nft", "list", "table", "ip", d.net.Table()).Run() == nil {
+		if exec.Command("nft", "list", "table", "inet", d.net.Table()).Run() == nil {
 			left = append(left, "nft table "+d.net.Table())
 		}
 		for _, p := range []string{"/etc/sysctl.d/61-berth-demo.conf", d.bundle(), d.store, d.ctDir("demo1"), d.proxy.Dir} {

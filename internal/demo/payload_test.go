@@ -2,17 +2,20 @@ package demo
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"berth/images"
+	"berth/internal/fsx"
 	"berth/internal/image"
 	"berth/internal/testutil"
 	"berth/internal/testutil/testbase"
@@ -38,7 +41,7 @@ func payloadImages(t *testing.T) string {
 // aptRepository makes a flat apt repository holding one small package, berth-test-payload, built with
 // dpkg-deb and indexed with apt-ftparchive, and serves it over HTTP on addr (the demo bridge's gateway:
 // what the builder container reaches). It returns the sources.list line.
-func aptRepository(t *testing.T, ip string) string {
+func aptRepository(t *testing.T, ip string, port int) string {
 	root := t.TempDir()
 	pkg, repo := filepath.Join(root, "pkg"), filepath.Join(root, "repo")
 	for _, d := range []string{filepath.Join(pkg, "DEBIAN"), filepath.Join(pkg, "usr/share/berth-test-payload"), repo} {
@@ -57,7 +60,7 @@ func aptRepository(t *testing.T, ip string) string {
 			t.Fatalf("%v: %v\n%s", argv, err, out)
 		}
 	}
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +80,14 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	ctx := context.Background()
 	env := demoEnv(t, lxcDir(t), "overlayfs")
 	env["BERTH_DEMO_IMAGE"], env["BERTH_DEMO_DOMAIN"], env["BERTH_DEMO_HEALTHPATH"] = "demo-https", "demo.test", ""
+	// The test's apt repository listens on the bridge's gateway: the one host port the containers may reach.
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repoPort := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+	env["BERTH_DEMO_HOSTPORTS"] = strconv.Itoa(repoPort)
 	c := testbase.Config(t, env)
 	testbase.Build(t, c)
 	d, err := Open(c, os.DirFS(payloadImages(t)))
@@ -91,7 +102,7 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	if err := d.net.Up(ctx); err != nil { // the repository listens on the bridge's gateway
 		t.Fatal(err)
 	}
-	t.Setenv("BERTH_DEMO_HTTPS_APT_REPOSITORY", aptRepository(t, d.net.Gateway().String()))
+	t.Setenv("BERTH_DEMO_HTTPS_APT_REPOSITORY", aptRepository(t, d.net.Gateway().String(), repoPort))
 
 	start := time.Now()
 	if err := d.Build(ctx, false); err != nil {
@@ -133,6 +144,21 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	t.Logf("build log %s: %d bytes, settings received:\n%s", logs[0], len(log), grepLines(string(log), "BERTH_"))
 
 	active := oneServing(t, d)
+	// Root in the container is not root on the host: no write to core_pattern, a proc mounted inside has no
+	// writable sysctl, and none of the container's processes is uid 0 on the host.
+	confined := attach(t, d, active, "sh", "-c", "echo x > /proc/sys/kernel/core_pattern; echo core_pattern=$?; mkdir -p /mnt/p; "+
+		"if mount -t proc proc /mnt/p; then echo y > /mnt/p/sys/kernel/core_pattern; echo mounted_core_pattern=$?; umount /mnt/p; else echo mount=$?; fi")
+	if strings.Contains(confined, "core_pattern=0") || !strings.Contains(confined, "core_pattern=") {
+		t.Fatalf("root in %s can write a host sysctl:\n%s", active, confined)
+	}
+	uids := containerUIDs(t, d, active)
+	if len(uids) == 0 || uids[0] < IDBase {
+		t.Fatalf("host uids of %s's processes: %v", active, uids)
+	}
+	t.Logf("confinement of %s: %s; host uids of its %d processes: %d..%d", active, strings.ReplaceAll(strings.TrimSpace(confined), "\n", " | "), len(uids), uids[0], uids[len(uids)-1])
+
+	isolated(t, d, active, repoPort)
+
 	// The database made at provisioning starts with the container and answers the query.
 	query := "until systemctl is-active -q mariadb; do sleep 0.2; done; mysql -N -e 'SELECT text FROM demo.greeting'"
 	if out := attach(t, d, active, "timeout", "60", "sh", "-c", query); out != "hello from mariadb\n" {
@@ -225,6 +251,94 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 		t.Fatalf("the hint hook in the upgrade: %s\n%s", hookLogs[len(hookLogs)-1], b)
 	}
 	t.Logf("upgrade: generations %v → %v; alert: %s", before, after, strings.TrimSpace(string(alerts)))
+
+	// Root in the serving container swaps the hint's temporary files for symlinks to /etc/cron.d while the
+	// shipped hook runs, again and again: the hook works inside the container, so the host's /etc/cron.d
+	// stays as it was whatever the hook's result.
+	active = oneServing(t, d)
+	cron, _ := fsx.TreeSum("/etc/cron.d")
+	attach(t, d, active, "sh", "-c", `nohup sh -c 'end=$(($(date +%s)+20)); while [ $(date +%s) -lt $end ]; do `+
+		`for f in /usr/share/yunohost/portal/.berth-hint.*; do [ -f "$f" ] && ln -sfn /etc/cron.d/berth-race "$f"; done; done' >/dev/null 2>&1 &`)
+	for range 20 {
+		cmd := exec.Command(hook, active)
+		cmd.Env = append(os.Environ(), "BERTH_LXC_PATH="+d.lxcPath, "BERTH_DEMO_USER=demo", "BERTH_DEMO_PASSWORD_FILE="+d.passwordFile())
+		cmd.Run()
+	}
+	if after, _ := fsx.TreeSum("/etc/cron.d"); after != cron || exists("/etc/cron.d/berth-race") {
+		t.Fatalf("the symlink race wrote into the host's /etc/cron.d: %s → %s", cron, after)
+	}
+	t.Logf("symlink race against 10-demo-login, 20 runs: the host's /etc/cron.d unchanged (%s)", cron[:12])
+}
+
+// isolated checks the demo's firewall from inside the serving container: the other container answers
+// neither TCP nor ICMP; of the host's ports only [Demo] HostPorts answer; a place outside answers on 443 but
+// not on 25; RFC 1918 and link-local addresses (the metadata service's) do not answer although the host
+// routes to them (the refusal is the firewall's).
+func isolated(t *testing.T, d *Demo, active string, hostPort int) {
+	ctx := context.Background()
+	other := d.other(active)
+	st, _ := d.load()
+	if err := d.start(ctx, st, other); err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop(other)
+	if err := d.waitHealthy(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	gw := d.net.Gateway().String()
+	closed, err := net.Listen("tcp", "0.0.0.0:0") // a host service on every address, not in HostPorts
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closed.Close()
+	outside(t, "198.51.100.1/24", []string{"198.51.100.2/24"}, 25, 443)
+	outside(t, "172.31.77.1/24", []string{"172.31.77.2/24", "169.254.169.254/32"}, 443)
+	for _, addr := range []string{"172.31.77.2:443", "169.254.169.254:443", "198.51.100.2:25"} {
+		if c, err := net.DialTimeout("tcp", addr, 3*time.Second); err != nil {
+			t.Fatalf("the host itself does not reach %s (the test's namespaces): %v", addr, err)
+		} else {
+			c.Close()
+		}
+	}
+	for addr, want := range map[string]bool{
+		d.addr(other) + ":443": false, d.addr(other) + ":80": false,
+		net.JoinHostPort(gw, strconv.Itoa(hostPort)): true, net.JoinHostPort(gw, port(closed.Addr().String())): false,
+		"198.51.100.2:443": true, "198.51.100.2:25": false, "172.31.77.2:443": false, "169.254.169.254:443": false,
+	} {
+		if got := reach(t, d, active, addr); got != want {
+			t.Errorf("from %s, %s answers: %v, want %v", active, addr, got, want)
+		}
+	}
+	if pings(d, active, d.addr(other)) || !pings(d, other, gw) {
+		t.Errorf("ICMP: %s pings %s: %v (want false); %s pings the gateway: %v (want true)", active, other, pings(d, active, d.addr(other)), other, pings(d, other, gw))
+	}
+	t.Logf("from %s: %s (other container) closed to TCP and ICMP; gateway only on %d; 198.51.100.2:443 open, :25 closed; 172.31.77.2 and 169.254.169.254 closed (the host reaches both)",
+		active, other, hostPort)
+}
+
+// containerUIDs lists, sorted, the host uids of the processes in the container's pid namespace.
+func containerUIDs(t *testing.T, d *Demo, name string) []int {
+	pid, err := d.ct(name).InitPid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	var uids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		if other, _ := os.Readlink(p + "/ns/pid"); other != ns || ns == "" {
+			continue
+		}
+		status, _ := os.ReadFile(p + "/status")
+		for _, l := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+				uid, _ := strconv.Atoi(f[1])
+				uids = append(uids, uid)
+			}
+		}
+	}
+	slices.Sort(uids)
+	return uids
 }
 
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }

@@ -166,7 +166,9 @@ func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, lo
 			return nil, fmt.Errorf("payload upgrade in %s: %w (log: %s)", idle, err, log.Name())
 		}
 	}
-	d.hooks.Env = map[string]string{"BERTH_ROOTFS": cand, "BERTH_LXC_PATH": d.lxcPath, "BERTH_CONTAINER": idle,
+	// No BERTH_ROOTFS: the candidate runs, and a path into a running guest is not for host-side scripts (a
+	// hook that edits the payload does so inside it, with lxc-attach).
+	d.hooks.Env = map[string]string{"BERTH_LXC_PATH": d.lxcPath, "BERTH_CONTAINER": idle,
 		"BERTH_DEMO_USER": d.cfg.User, "BERTH_DEMO_PASSWORD_FILE": d.passwordFile()}
 	results := d.hooks.Run(ctx, idle, nil)
 	if err := d.waitHealthy(ctx, idle); err != nil {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,9 +33,11 @@ func cmd(ctx context.Context, stdin string, argv ...string) ([]byte, error) {
 
 // Network is the demo's host side: its bridge, addresses and NAT.
 type Network struct {
-	Bridge   string       // e.g. "berthdemo0" (≤15 chars)
-	Subnet   netip.Prefix // e.g. 10.1.5.0/24
-	StateDir string       // where the previous net.ipv4.ip_forward value is remembered (file ip_forward.orig)
+	Bridge      string       // e.g. "berthdemo0" (≤15 chars)
+	Subnet      netip.Prefix // e.g. 10.1.5.0/24
+	StateDir    string       // where the previous net.ipv4.ip_forward value is remembered (file ip_forward.orig)
+	EgressPorts []int        // TCP ports the containers may reach on public addresses (80, 443)
+	HostPorts   []int        // TCP ports of the host the containers may reach on the gateway (a local mirror)
 }
 
 // SysctlFile keeps ip_forward on for this network across reboots; named after the bridge, so that two
@@ -156,8 +159,9 @@ func EgressInterface(ctx context.Context) (string, error) {
 }
 
 // Up prepares the host, idempotently: the bridge with the gateway address, IPv4 forwarding (persisted in
-// /etc/sysctl.d, the previous value remembered in StateDir) and the nft table that NATs the subnet out
-// through the egress interface. Without a default route the NAT part is left out, with a warning.
+// /etc/sysctl.d, the previous value remembered in StateDir) and the demo's nft tables (Rules): the firewall
+// and the NAT of the subnet out through the egress interface. Without a default route the tables are left
+// out, with a warning, and the containers have no way out.
 func (n Network) Up(ctx context.Context) error {
 	if n.Bridge == "" || len(n.Bridge) > 15 || strings.ContainsAny(n.Bridge, "/ ") || !n.Subnet.Addr().Is4() || n.Subnet.Bits() > 29 {
 		return fmt.Errorf("demo network %q on %s: want a bridge name of 1 to 15 characters and an IPv4 subnet of at least 8 addresses", n.Bridge, n.Subnet)
@@ -188,20 +192,77 @@ func (n Network) Up(ctx context.Context) error {
 		logger().Warn("no IPv4 default route: the demo's containers have no way out", "bridge", n.Bridge)
 		return n.Down(ctx)
 	}
-	return n.nft(ctx, fmt.Sprintf(`table ip %[1]s {}
-delete table ip %[1]s
-table ip %[1]s {
-	chain forward {
-		type filter hook forward priority 0; policy accept;
-		iifname %[2]q oifname %[3]q accept
-		iifname %[3]q oifname %[2]q ct state established,related accept
+	if err := n.nft(ctx, n.legacyDown()); err != nil {
+		return err
 	}
-	chain postrouting {
-		type nat hook postrouting priority srcnat;
-		ip saddr %[4]s oifname %[3]q masquerade
-	}
+	return n.nft(ctx, n.Rules(egress, Resolvers()))
 }
-`, n.Table(), n.Bridge, egress, n.Subnet.Masked()))
+
+// private is every IPv4 range a container must not reach through the host: the RFC 1918 and shared
+// ranges (the host's LAN, VPNs, the other demos), loopback, link-local (169.254.169.254, the cloud's
+// metadata service), multicast and reserved.
+const private = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3"
+
+// Rules is the demo's firewall and NAT, as one nft script that replaces the previous one atomically. In the
+// bridge family, frames between two containers' ports are dropped (each container talks only to the
+// gateway). In the inet family (IPv4 and IPv6): a container may open connections only to DNS on the host's
+// resolvers and to EgressPorts on public addresses (NATed when they leave through egress); the host answers
+// it only on HostPorts;
+// nothing from outside opens a connection to a container; anything else from the bridge, IPv6 included, is
+// dropped. Only the demo's bridge is filtered: the host's other traffic passes as before.
+func (n Network) Rules(egress string, dns []netip.Addr) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	br := strconv.Quote(n.Bridge)
+	w("table inet %[1]s {}\ndelete table inet %[1]s\ntable bridge %[1]s {}\ndelete table bridge %[1]s", n.Table())
+	w("table bridge %s {\n\tchain forward {\n\t\ttype filter hook forward priority 0; policy accept;", n.Table())
+	w("\t\tiifname \"bd*\" oifname \"bd*\" drop\n\t}\n}")
+	w("table inet %s {\n\tchain forward {\n\t\ttype filter hook forward priority 0; policy accept;", n.Table())
+	w("\t\tiifname %[1]s ct state established,related accept\n\t\toifname %[1]s ct state established,related accept", br)
+	if len(dns) > 0 {
+		w("\t\tiifname %s ip daddr { %s } meta l4proto { tcp, udp } th dport 53 accept", br, join(dns))
+	}
+	w("\t\tiifname %s ip daddr { %s } drop", br, private)
+	if len(n.EgressPorts) > 0 {
+		w("\t\tiifname %s tcp dport { %s } accept", br, join(n.EgressPorts))
+	}
+	w("\t\tiifname %[1]s drop\n\t\toifname %[1]s drop\n\t}", br)
+	w("\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\tiifname %s ct state established,related accept", br)
+	w("\t\tiifname %s icmp type echo-request accept", br) // the gateway answers a ping: a container can tell the path works
+	if len(n.HostPorts) > 0 {
+		w("\t\tiifname %s tcp dport { %s } accept", br, join(n.HostPorts))
+	}
+	w("\t\tiifname %s drop\n\t}", br)
+	w("\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat;\n\t\tip saddr %s oifname %q masquerade\n\t}\n}", n.Subnet.Masked(), egress)
+	return b.String()
+}
+
+func join[T any](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Resolvers are the host's IPv4 name servers (from /etc/resolv.conf) that the containers may ask, through
+// the host; loopback ones are left out (a container cannot reach them).
+func Resolvers() []netip.Addr {
+	b, _ := os.ReadFile("/etc/resolv.conf")
+	var out []netip.Addr
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// legacyDown deletes the IPv4-only table of berth's releases before the firewall.
+func (n Network) legacyDown() string {
+	return fmt.Sprintf("table ip %[1]s {}\ndelete table ip %[1]s\n", n.Table())
 }
 
 func (n Network) nft(ctx context.Context, script string) error {
@@ -253,9 +314,9 @@ func (n Network) linkKind(ctx context.Context) (string, error) {
 	return "", nil
 }
 
-// Down deletes the demo's nft table; a missing table is no error.
+// Down deletes the demo's nft tables (firewall and NAT); a missing table is no error.
 func (n Network) Down(ctx context.Context) error {
-	return n.nft(ctx, fmt.Sprintf("table ip %[1]s {}\ndelete table ip %[1]s\n", n.Table()))
+	return n.nft(ctx, n.legacyDown()+fmt.Sprintf("table inet %[1]s {}\ndelete table inet %[1]s\ntable bridge %[1]s {}\ndelete table bridge %[1]s\n", n.Table()))
 }
 
 // Remove undoes Up, idempotently: Down, the bridge, the sysctl file, and ip_forward back to the value

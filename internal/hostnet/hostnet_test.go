@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -111,11 +112,11 @@ func TestNetworkUpRemove(t *testing.T) {
 	if err := n.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
-	table1, _ := run.Output(ctx, "nft", "list", "table", "ip", n.Table())
+	table1, _ := run.Output(ctx, "nft", "list", "table", "inet", n.Table())
 	if err := n.Up(ctx); err != nil {
 		t.Fatalf("second Up: %v", err)
 	}
-	table2, err := run.Output(ctx, "nft", "list", "table", "ip", n.Table())
+	table2, err := run.Output(ctx, "nft", "list", "table", "inet", n.Table())
 	if egressErr == nil {
 		if err != nil {
 			t.Fatal(err)
@@ -193,7 +194,7 @@ func TestNetworkUpRemove(t *testing.T) {
 	if kind, err := n.linkKind(ctx); err != nil || kind != "" {
 		t.Errorf("bridge %s still exists (%q, %v)", n.Bridge, kind, err)
 	}
-	if _, err := run.Output(ctx, "nft", "list", "table", "ip", n.Table()); err == nil {
+	if _, err := run.Output(ctx, "nft", "list", "table", "inet", n.Table()); err == nil {
 		t.Errorf("table %s still exists", n.Table())
 	}
 	if _, err := os.Stat(n.SysctlFile()); err == nil {
@@ -201,5 +202,36 @@ func TestNetworkUpRemove(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(n.StateDir); len(ents) != 0 {
 		t.Errorf("state dir not empty after Remove: %v", ents)
+	}
+}
+
+// TestRules checks the firewall's shape and, where nft is installed, that nft accepts it (nft -c changes
+// nothing). Its effect on real traffic: internal/demo's TestDemoPayloadOnLXC.
+func TestRules(t *testing.T) {
+	n := Network{Bridge: "berthdemo0", Subnet: netip.MustParsePrefix("10.1.5.0/24"), EgressPorts: []int{80, 443}, HostPorts: []int{8001}}
+	rules := n.Rules("eth0", []netip.Addr{netip.MustParseAddr("10.255.255.53")})
+	for _, want := range []string{
+		`iifname "bd*" oifname "bd*" drop`,
+		`iifname "berthdemo0" ip daddr { 10.255.255.53 } meta l4proto { tcp, udp } th dport 53 accept`,
+		`iifname "berthdemo0" ip daddr { ` + private + ` } drop`,
+		`iifname "berthdemo0" tcp dport { 80, 443 } accept`,
+		`iifname "berthdemo0" tcp dport { 8001 } accept`,
+		`ip saddr 10.1.5.0/24 oifname "eth0" masquerade`,
+	} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("rules lack %q:\n%s", want, rules)
+		}
+	}
+	// The private drop comes before the egress accept: a container cannot reach the LAN on port 443.
+	if strings.Index(rules, "@private") > 0 || strings.Index(rules, private) > strings.Index(rules, "tcp dport { 80, 443 }") {
+		t.Errorf("order:\n%s", rules)
+	}
+	if _, err := exec.LookPath("nft"); err != nil || os.Geteuid() != 0 {
+		testutil.SkipOrFail(t, "nft -c needs nft and root")
+	}
+	cmd := exec.Command("nft", "-c", "-f", "-")
+	cmd.Stdin = strings.NewReader(strings.SplitN(rules, "\n", 5)[4]) // without the deletes of tables that do not exist
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -c: %v\n%s\n%s", err, out, rules)
 	}
 }

@@ -56,3 +56,22 @@ func TestWriteConfig(t *testing.T) {
 		t.Fatalf("log directory: %v", err)
 	}
 }
+
+func TestConfigUnprivileged(t *testing.T) {
+	n := Net{Bridge: "br0", Addr: netip.MustParsePrefix("10.1.5.3/24"), Gateway: netip.MustParseAddr("10.1.5.1")}
+	c := Container{Path: "/var/lib/lxc", Name: "demo1", Log: "/l", IDBase: 1000000, Limits: Limits{Memory: 2 << 30, CPUs: 1.5, Tasks: 1024}}
+	cfg := c.Config("overlay:/g:/d", n)
+	for _, want := range []string{"lxc.include = /usr/share/lxc/config/userns.conf\n", "lxc.idmap = u 0 1000000 65536\n",
+		"lxc.idmap = g 0 1000000 65536\n", "lxc.cgroup2.memory.max = 2147483648\n", "lxc.cgroup2.cpu.max = 150000 100000\n",
+		"lxc.cgroup2.pids.max = 1024\n"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("config lacks %q:\n%s", want, cfg)
+		}
+	}
+	if strings.Contains(cfg, "unconfined") || strings.Contains(cfg, "apparmor") != AppArmor() {
+		t.Errorf("AppArmor (enabled here: %v):\n%s", AppArmor(), cfg)
+	}
+	if priv := (Container{Name: "b"}).Config("dir:/x", n); strings.Contains(priv, "idmap") || !strings.Contains(priv, "unconfined") {
+		t.Errorf("privileged builder:\n%s", priv)
+	}
+}

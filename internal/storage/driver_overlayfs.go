@@ -19,17 +19,18 @@ func (overlayfsDriver) Publish(ctx context.Context, staging, gen string) error {
 }
 
 func (overlayfsDriver) Reset(ctx context.Context, ctDir, gen string) error {
-	// olwork is the work directory LXC makes next to the upper layer.
-	for _, p := range []string{"delta", "olwork", "rootfs"} {
+	// work is the work directory LXC 5 uses next to the upper layer ("olwork" before).
+	for _, p := range []string{"delta", "work", "olwork", "rootfs"} {
 		if err := clone.Remove(ctx, filepath.Join(ctDir, p)); err != nil {
 			return err
 		}
 	}
-	err := os.MkdirAll(filepath.Join(ctDir, "delta"), 0o755)
-	if err == nil {
-		err = os.MkdirAll(rootfs(ctDir), 0o755)
+	for _, p := range []string{"delta", "work", "rootfs"} {
+		if err := os.MkdirAll(filepath.Join(ctDir, p), 0o755); err != nil {
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 func (overlayfsDriver) RootfsSpec(ctDir, gen string) string {

@@ -19,7 +19,7 @@ import (
 )
 
 // Backend is one way to keep generations and container root file systems. A container lives in a
-// directory ctDir (<LXC>/<name>) whose rootfs (and, for overlayfs, delta and olwork) the backend owns.
+// directory ctDir (<LXC>/<name>) whose rootfs (and, for overlayfs, delta and work) the backend owns.
 type Backend interface {
 	// Name is the backend's [Demo] Backend value: "btrfs", "overlayfs" or "dir".
 	Name() string

@@ -52,7 +52,7 @@ func umount(t *testing.T, path string) {
 
 // view is where the container's root file system can be read and written while it would run: the
 // directory of a "dir:" spec, or the overlay of an "overlay:<lower>:<upper>" spec mounted the way LXC
-// mounts it (work directory olwork next to the upper layer) at ctDir/rootfs, unmounted by done.
+// mounts it (work directory next to the upper layer) at ctDir/rootfs, unmounted by done.
 func view(t *testing.T, spec, ctDir string) (root string, done func()) {
 	t.Helper()
 	if p, ok := strings.CutPrefix(spec, "dir:"); ok {
@@ -63,7 +63,7 @@ func view(t *testing.T, spec, ctDir string) (root string, done func()) {
 	if !ok || !ok2 {
 		t.Fatalf("unknown rootfs spec %q", spec)
 	}
-	work := filepath.Join(filepath.Dir(upper), "olwork")
+	work := filepath.Join(filepath.Dir(upper), "work")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
