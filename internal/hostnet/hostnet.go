@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"berth/internal/fsx"
@@ -346,7 +347,11 @@ func (n Network) Remove(ctx context.Context) error {
 	// Another demo network on this host still forwards: ip_forward stays on until the last one goes.
 	others, _ := filepath.Glob(sysctlGlob)
 	if cur, rerr := os.ReadFile(ipForward); err == nil && len(others) == 0 && (rerr != nil || string(cur) != string(v)) {
-		err = os.WriteFile(ipForward, v, 0o644)
+		if err = os.WriteFile(ipForward, v, 0o644); errors.Is(err, syscall.EROFS) {
+			// A container sharing the host's network (Up found forwarding on and left it): not ours to turn off.
+			logger().Warn("ip_forward left as it is: /proc/sys is read-only here", "bridge", n.Bridge)
+			err = nil
+		}
 	}
 	if err == nil {
 		err = os.Remove(orig)

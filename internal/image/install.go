@@ -439,7 +439,7 @@ func (m *Manifest) provision(ctx context.Context, c *config.Config, fsys fs.FS, 
 	}
 	if err != nil {
 		fmt.Fprintf(log, "### berth: provisioning failed: %v\n", err)
-		return "", fmt.Errorf("provision failed (full log: %s): %s", logPath, tail.String())
+		return "", fmt.Errorf("provision failed (full log: %s): %s%s", logPath, tail.String(), unlessTailed(err, tail.String()))
 	}
 	return e.sum, removeIn(dir, buildDir)
 }
@@ -527,6 +527,16 @@ func (m *Manifest) script() string {
 	}
 	sb.WriteString("apt-get clean\nrm -f /var/log/dpkg.log /var/log/alternatives.log /var/log/apt/*.log /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old /var/lib/dpkg/*-old\n")
 	return sb.String()
+}
+
+// unlessTailed is " | " and err's text when the output's tail does not already say it (an error of berth's
+// own, such as a guest that did not boot, rather than a failing line of the script).
+func unlessTailed(err error, tail string) string {
+	var re *run.Error
+	if errors.As(err, &re) && strings.Contains(tail, "berth:") {
+		return "" // the ERR trap named the failing line
+	}
+	return " | " + err.Error()
 }
 
 // tailBuffer keeps the last max lines written to it.
