@@ -88,6 +88,7 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 	}
 	d.proxy = &haproxy.Proxy{Name: d.cfg.Bridge, Dir: filepath.Join(d.dir, "proxy"), HTTP: d.cfg.HTTP, HTTPS: d.cfg.HTTPS, Bundle: d.bundle(), Servers: servers}
 	d.proxy.Domain = d.cfg.Domain // with no [Demo] Domain (a trial) the front answers any Host
+	d.proxy.Private = d.payload.Private
 	if d.payload.Scheme == "https" {
 		d.proxy.TLSTo = d.domain()
 	}

@@ -173,6 +173,10 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	if code, body, err := testutil.HTTPGetWith(client, "https://other.test:"+port(c.Demo.HTTPS)+"/"); code != 421 || body != "this front serves only demo.test" {
 		t.Fatalf("another Host through the front: %d %q %v", code, body, err)
 	}
+	// The payload's administration is not part of the demo: the front refuses it.
+	if code, body, err := testutil.HTTPGetWith(client, site+"/admin/"); code != 403 || body != "not part of the demo" {
+		t.Fatalf("the admin path through the front: %d %q %v", code, body, err)
+	}
 	plain := testutil.HostClient(c.Demo.HTTP)
 	resp, err := plain.Get("http://demo.test/blog?x=1")
 	if err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != "https://demo.test/blog?x=1" {

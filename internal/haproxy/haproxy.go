@@ -37,6 +37,8 @@ type Proxy struct {
 	// Domain, when set, is the only Host the front answers for: any other gets 421 from HAProxy itself and
 	// never reaches a container.
 	Domain string
+	// Private are path prefixes answered 403 by the front itself (the payload's administration).
+	Private []string
 	// TLSTo is the server name (SNI) to talk HTTPS to the servers with, for a payload that serves HTTPS only;
 	// empty: plain HTTP. With it, the HTTP frontend redirects visitors to https.
 	TLSTo string
@@ -99,11 +101,15 @@ func (p *Proxy) Render(active string) []byte {
 	return []byte(b.String())
 }
 
-// onlyDomain answers requests for any other Host than Domain with 421, in the front.
+// onlyDomain answers requests for any other Host than Domain with 421, and the Private paths with 403, in
+// the front.
 func (p *Proxy) onlyDomain(w func(string, ...any)) {
 	if p.Domain != "" {
 		w("\tacl demo_host req.hdr(host),field(1,:) -i %s", p.Domain)
 		w("\thttp-request return status 421 content-type text/plain string \"this front serves only %s\" unless demo_host", p.Domain)
+	}
+	if len(p.Private) > 0 {
+		w("\thttp-request return status 403 content-type text/plain string \"not part of the demo\" if { path_beg %s }", strings.Join(p.Private, " "))
 	}
 }
 

@@ -216,6 +216,7 @@ func TestProxyBadBundle(t *testing.T) {
 // and visitors on HTTP are sent to https (ACME answers excepted); a plain payload gets neither.
 func TestRenderTLSUpstream(t *testing.T) {
 	p := &Proxy{Name: "bdx", Dir: "/run/x", HTTP: ":80", HTTPS: ":443", Bundle: "/b.pem", TLSTo: "demo.test", Domain: "demo.test",
+		Private: []string{"/yunohost/admin", "/yunohost/api"},
 		Servers: []Server{{"demo1", "10.1.5.3:443"}, {"demo2", "10.1.5.4:443"}}}
 	cfg := string(p.Render("demo2"))
 	for _, want := range []string{
@@ -224,6 +225,7 @@ func TestRenderTLSUpstream(t *testing.T) {
 		"\thttp-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }\n",
 		"\tnoreuseport\n",
 		"\tacl demo_host req.hdr(host),field(1,:) -i demo.test\n",
+		"\thttp-request return status 403 content-type text/plain string \"not part of the demo\" if { path_beg /yunohost/admin /yunohost/api }\n",
 	} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("haproxy.cfg lacks %q:\n%s", want, cfg)

@@ -50,6 +50,9 @@ type Serve struct {
 	Scheme     string // http (default) or https
 	Port       int    // default 80 for http, 443 for https
 	HealthPath string // default /
+	// Private are path prefixes the demo's front refuses (403) to visitors: the payload's administration,
+	// which a public demo does not hand out (YunoHost's web admin and its API).
+	Private []string
 }
 
 // Copy puts a file of the image folder into the rootfs.
@@ -179,6 +182,15 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 			return "expected a URL path starting with /"
 		}
 		m.Serve.HealthPath = v
+		return ""
+	},
+	"Serve.Private": func(m *Manifest, _ *optional, _, v string) string {
+		for _, p := range strings.Fields(v) {
+			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "{}\"'") {
+				return "expected URL path prefixes starting with /, separated by spaces"
+			}
+			m.Serve.Private = append(m.Serve.Private, p)
+		}
 		return ""
 	},
 	"Files.Copy": func(m *Manifest, _ *optional, _, v string) string {

@@ -15,7 +15,7 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.Boot || m.Go || m.Serve != (Serve{"https", 443, "/yunohost/portalapi/public"}) {
+	if s := m.Serve; !m.Boot || m.Go || s.Scheme != "https" || s.Port != 443 || s.HealthPath != "/yunohost/portalapi/public" {
 		t.Fatalf("container defaults: boot %v go %v serve %+v", m.Boot, m.Go, m.Serve)
 	}
 	pw := filepath.Join(t.TempDir(), "pw")
