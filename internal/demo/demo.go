@@ -27,6 +27,7 @@ import (
 	"berth/internal/probe"
 	"berth/internal/storage"
 	"berth/internal/upgraded"
+	"berth/internal/wait"
 )
 
 // Timeouts of the demo's steps.
@@ -201,22 +202,17 @@ func (d *Demo) ip(name string) netip.Addr { return d.net.Addr(slices.Index(d.cfg
 
 // waitHealthy waits, bounded by HealthTimeout, until the container runs and passes its health check.
 func (d *Demo) waitHealthy(ctx context.Context, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, HealthTimeout)
-	defer cancel()
-	var last error
-	for {
+	err := wait.Until(ctx, HealthTimeout, 250*time.Millisecond, func(ctx context.Context) (bool, error) {
 		if !d.running(name) {
-			return fmt.Errorf("%s stopped while booting (log: %s)", name, d.lxcLog(name))
+			return true, fmt.Errorf("%s stopped while booting (log: %s)", name, d.lxcLog(name))
 		}
-		if last = d.healthy(ctx, name); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s did not pass its health check (%s) within %s: %w", name, d.healthURL(name), HealthTimeout, last)
-		case <-time.After(250 * time.Millisecond):
-		}
+		err := d.healthy(ctx, name)
+		return err == nil, err
+	})
+	if errors.Is(err, wait.ErrTimeout) {
+		return fmt.Errorf("%s did not pass its health check (%s) within %s: %w", name, d.healthURL(name), HealthTimeout, err)
 	}
+	return err
 }
 
 // alert reports a problem at error priority, in <State>/demo/alerts.log and through [Demo] AlertCommand.

@@ -21,6 +21,7 @@ import (
 	"berth/internal/fsx"
 	"berth/internal/hostnet"
 	"berth/internal/run"
+	"berth/internal/wait"
 )
 
 // Server is one container behind the proxy.
@@ -368,18 +369,7 @@ func hapAlive(pid int) bool {
 
 // hapWait polls ok every 100ms until it holds, timeout passes or ctx ends.
 func hapWait(ctx context.Context, timeout time.Duration, ok func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil
+	return wait.Until(ctx, timeout, 100*time.Millisecond, func(context.Context) (bool, error) { return ok(), nil })
 }
 
 // command sends one command to the runtime API and returns the answer.
