@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,14 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 	start := time.Now()
 	run(t, "/root/berth", "demo:build")
 	t.Logf("demo:build in the test host: %s", time.Since(start).Round(time.Second))
+	// The demo's front runs as haproxy, not root, in a hardened unit of its own.
+	front := "berth-demo-proxy-" + env["BERTH_DEMO_BRIDGE"]
+	users := strings.Fields(run(t, "ps", "-o", "user=", "-C", "haproxy"))
+	if u := strings.TrimSpace(run(t, "systemctl", "show", "-P", "User", front)); u != "haproxy" || len(users) == 0 || slices.ContainsFunc(users, func(u string) bool { return u != "haproxy" }) {
+		t.Fatalf("%s: User=%q, haproxy processes run as %v", front, u, users)
+	}
+	exposure := strings.Split(strings.TrimSpace(run(t, "systemd-analyze", "security", "--no-pager", front)), "\n")
+	t.Logf("%s: User=haproxy, %d haproxy processes as haproxy; systemd-analyze security: %s", front, len(users), exposure[len(exposure)-1])
 	t.Logf("units:install:\n%s", run(t, "/root/berth", "units:install"))
 	timers := run(t, "systemctl", "list-timers", "--all", "berth-*")
 	t.Logf("systemctl list-timers:\n%s", timers)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -60,6 +61,53 @@ func (p *Proxy) Unit() string {
 	return proxyUnit + "-" + p.Name
 }
 
+// proxyUser is the account the front runs as, not root: all of it under systemd (with the one capability
+// to bind 80 and 443), its workers otherwise.
+const proxyUser = "haproxy"
+
+// underSystemd tells whether the host runs systemd, so that the front runs as a transient unit of its own.
+func underSystemd() bool {
+	comm, _ := os.ReadFile("/proc/1/comm")
+	_, err := os.Stat("/run/systemd/system")
+	return err == nil && strings.TrimSpace(string(comm)) == "systemd"
+}
+
+// own gives path to proxyUser when the front runs as that user (under systemd), so that it reads its
+// configuration and certificate and writes its pid file and socket, in Dir only.
+func own(path string) error {
+	if !underSystemd() {
+		return nil
+	}
+	u, err := user.Lookup(proxyUser)
+	if err != nil {
+		return fmt.Errorf("demo proxy: the front runs as %s: %w (is haproxy installed?)", proxyUser, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return os.Lchown(path, uid, gid)
+}
+
+func (p *Proxy) bundlePath() string { return filepath.Join(p.Dir, "bundle.pem") }
+
+// copyBundle puts the certificate bundle into Dir (0600, the front's own), telling whether it changed: a
+// new certificate needs a reload too.
+func (p *Proxy) copyBundle() (bool, error) {
+	if p.HTTPS == "" {
+		return false, nil
+	}
+	b, err := os.ReadFile(p.Bundle)
+	if err != nil {
+		return false, fmt.Errorf("demo proxy: %w", err)
+	}
+	if old, _ := os.ReadFile(p.bundlePath()); bytes.Equal(old, b) {
+		return false, nil
+	}
+	if err := fsx.WriteFile(p.bundlePath(), b, 0o600); err != nil {
+		return false, fmt.Errorf("demo proxy: %w", err)
+	}
+	return true, own(p.bundlePath())
+}
+
 func (p *Proxy) cfgPath() string  { return filepath.Join(p.Dir, "haproxy.cfg") }
 func (p *Proxy) pidPath() string  { return filepath.Join(p.Dir, "haproxy.pid") }
 func (p *Proxy) sockPath() string { return filepath.Join(p.Dir, "admin.sock") }
@@ -72,6 +120,9 @@ func (p *Proxy) Render(active string) []byte {
 	w("global\n\tmaster-worker\n\tpidfile %s", p.pidPath())
 	w("\tstats socket %s mode 600 level admin expose-fd listeners", p.sockPath())
 	// noreuseport: a second process binding the same port fails instead of the kernel splitting connections.
+	if !underSystemd() { // a root master: its workers drop to haproxy in /var/lib/haproxy (systemd runs all as haproxy)
+		w("\tuser %[1]s\n\tgroup %[1]s\n\tchroot /var/lib/haproxy", proxyUser)
+	}
 	w("\thard-stop-after 60s\n\tnoreuseport\n")
 	w("defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s")
 	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 3\n\toption redispatch\n\toption forwardfor\n")
@@ -83,7 +134,7 @@ func (p *Proxy) Render(active string) []byte {
 	}
 	w("\tdefault_backend %s\n", proxyBackend)
 	if p.HTTPS != "" {
-		w("frontend https\n\tbind %s ssl crt %s ssl-min-ver TLSv1.2 alpn h2,http/1.1", p.HTTPS, p.Bundle)
+		w("frontend https\n\tbind %s ssl crt %s ssl-min-ver TLSv1.2 alpn h2,http/1.1", p.HTTPS, p.bundlePath())
 		p.onlyDomain(w)
 		w("\thttp-request set-header X-Forwarded-Proto https\n\tdefault_backend %s\n", proxyBackend)
 	}
@@ -124,6 +175,13 @@ func (p *Proxy) Ensure(ctx context.Context, active string) error {
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return fmt.Errorf("demo proxy: %w", err)
 	}
+	if err := own(p.Dir); err != nil {
+		return err
+	}
+	newBundle, err := p.copyBundle()
+	if err != nil {
+		return err
+	}
 	cfg := p.Render(active)
 	if err := p.check(ctx, cfg); err != nil {
 		return err
@@ -132,6 +190,7 @@ func (p *Proxy) Ensure(ctx context.Context, active string) error {
 	if err != nil {
 		return err
 	}
+	changed = changed || newBundle
 	switch {
 	case !p.Running():
 		err = p.start(ctx)
@@ -197,10 +256,12 @@ func (p *Proxy) start(ctx context.Context) error {
 	os.Remove(p.pidPath())
 	// The configuration names the pid file: `-p` as well would only add an alert to every start.
 	argv := []string{haproxyBin, "-W", "-D", "-f", p.cfgPath()}
-	comm, _ := os.ReadFile("/proc/1/comm")
-	if _, err := os.Stat("/run/systemd/system"); err == nil && strings.TrimSpace(string(comm)) == "systemd" {
-		argv = []string{"systemd-run", "--unit=" + p.Unit(), "--collect", "-p", "Type=notify", "-p", "KillMode=mixed",
-			haproxyBin, "-Ws", "-f", p.cfgPath()}
+	if underSystemd() {
+		argv = []string{"systemd-run", "--unit=" + p.Unit(), "--collect", "-p", "Type=notify", "-p", "KillMode=mixed"}
+		for _, prop := range hardening(p.Dir) {
+			argv = append(argv, "-p", prop)
+		}
+		argv = append(argv, haproxyBin, "-Ws", "-f", p.cfgPath())
 	}
 	if _, err := (run.Cmd{Argv: argv, Timeout: 30 * time.Second}).Run(ctx); err != nil {
 		return fmt.Errorf("demo proxy: starting haproxy: %s", strings.ReplaceAll(err.Error(), "\n", " | "))
@@ -209,6 +270,16 @@ func (p *Proxy) start(ctx context.Context) error {
 		return fmt.Errorf("demo proxy: haproxy started but its runtime socket %s does not answer: %w", p.sockPath(), err)
 	}
 	return nil
+}
+
+// hardening is the front's transient unit: as proxyUser with only the capability to bind low ports, the
+// file system read-only but for dir, no new privileges, devices, kernel tunables or other address families.
+func hardening(dir string) []string {
+	return []string{"User=" + proxyUser, "Group=" + proxyUser, "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+		"CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=" + dir,
+		"ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+		"ProtectControlGroups=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "LockPersonality=yes",
+		"RestrictRealtime=yes", "SystemCallArchitectures=native"}
 }
 
 // reload asks the master for a graceful reload (SIGUSR2) and waits until a new worker answers.
@@ -278,7 +349,7 @@ func (p *Proxy) write(cfg []byte) (old []byte, changed bool, err error) {
 	if err := fsx.WriteFile(p.cfgPath(), cfg, 0o600); err != nil {
 		return old, false, fmt.Errorf("demo proxy: writing configuration: %w", err)
 	}
-	return old, true, nil
+	return old, true, own(p.cfgPath())
 }
 
 // Active returns the one server of the backend in state ready according to the runtime API.

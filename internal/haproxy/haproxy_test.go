@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -272,4 +273,21 @@ func TestProxyOnePortOneOwner(t *testing.T) {
 	if n := be["a"].hits.Load(); n != 1 {
 		t.Errorf("the server saw %d requests, want only demo.test's", n)
 	}
+	// The worker that answers is not root (here, with no systemd, the root master drops its workers to
+	// haproxy in a chroot; under systemd the whole unit runs as haproxy: internal/demo's units test).
+	worker := p.workerPid(ctx)
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", worker))
+	u, _ := user.Lookup(proxyUser)
+	if worker == 0 || u == nil || !strings.Contains(string(status), "\nUid:\t"+u.Uid+"\t") {
+		t.Errorf("worker %d runs as: %s", worker, grepUID(string(status)))
+	}
+}
+
+func grepUID(status string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if strings.HasPrefix(l, "Uid:") {
+			return l
+		}
+	}
+	return "?"
 }
