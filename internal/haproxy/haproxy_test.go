@@ -273,6 +273,15 @@ func TestProxyOnePortOneOwner(t *testing.T) {
 	if n := be["a"].hits.Load(); n != 1 {
 		t.Errorf("the server saw %d requests, want only demo.test's", n)
 	}
+	// A second front on the same HTTPS port (another configuration, or the relay's edge, which binds 443
+	// with noreuseport too) is refused in one line naming the HAProxy that holds it.
+	p2 := newTestProxy(t, be, "a", "b")
+	p2.HTTPS = p.HTTPS
+	err = p2.Ensure(ctx, "a")
+	if err == nil || !strings.Contains(err.Error(), p.HTTPS+" is already held by pid ") || !strings.Contains(err.Error(), "(haproxy)") || p2.Running() {
+		t.Fatalf("a second front on %s: %v", p.HTTPS, err)
+	}
+	t.Logf("second front refused: %v", err)
 	// The worker that answers is not root (here, with no systemd, the root master drops its workers to
 	// haproxy in a chroot; under systemd the whole unit runs as haproxy: internal/demo's units test).
 	worker := p.workerPid(ctx)
