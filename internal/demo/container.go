@@ -2,17 +2,13 @@ package demo
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
-	"berth/internal/fsx"
 	"berth/internal/lxc"
 )
 
@@ -58,20 +54,7 @@ func (d *Demo) reset(ctx context.Context, st *State, name, g string) error {
 	if err := os.MkdirAll(d.ctDir(name), 0o750); err != nil {
 		return err
 	}
-	if err := traversable(d.lxcPath, d.store, filepath.Join(d.store, "gen"), d.ctDir(name)); err != nil {
-		return err
-	}
-	err := shifted(d.genDir(g))
-	if err == nil {
-		err = d.gens.Reset(ctx, d.ctDir(name), d.genDir(g))
-	}
-	for _, p := range []string{"delta", "work"} { // overlayfs: the layers the container's root writes
-		if err == nil {
-			if err = os.Lchown(filepath.Join(d.ctDir(name), p), IDBase, IDBase); errors.Is(err, fs.ErrNotExist) {
-				err = nil
-			}
-		}
-	}
+	err := d.gens.ResetTo(ctx, d.ctDir(name), g)
 	if err == nil {
 		err = d.writeConfig(name, d.rootfsSpec(name, g))
 	}
@@ -80,33 +63,6 @@ func (d *Demo) reset(ctx context.Context, st *State, name, g string) error {
 	}
 	st.Dirty[name], st.Gen[name] = false, g
 	return d.save(st)
-}
-
-// traversable lets the containers' root (an unprivileged uid on the host, which mounts their layers) pass
-// through dirs: search permission for others, nothing more.
-func traversable(dirs ...string) error {
-	for _, dir := range dirs {
-		st, err := os.Stat(dir)
-		if err != nil {
-			return err
-		}
-		if st.Mode().Perm()&0o001 == 0 {
-			if err := os.Chmod(dir, st.Mode().Perm()|0o011); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// shifted makes sure the tree at dir is owned by the containers' id range (a generation made before
-// containers were unprivileged is shifted once; its top directory tells).
-func shifted(dir string) error {
-	var st syscall.Stat_t
-	if err := syscall.Lstat(dir, &st); err != nil || st.Uid >= lxc.IDs {
-		return err
-	}
-	return fsx.ShiftOwners(dir, IDBase, lxc.IDs)
 }
 
 func (d *Demo) running(name string) bool { return d.ct(name).Running() }

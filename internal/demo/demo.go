@@ -99,7 +99,7 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 		return nil, err
 	}
 	d.Backend = be.Name()
-	d.gens = storage.Store{Dir: d.store, Backend: be}
+	d.gens = storage.Store{Dir: d.store, Backend: be, IDBase: IDBase, IDs: lxc.IDs} // the containers are unprivileged
 	return d, nil
 }
 
@@ -231,9 +231,6 @@ func (d *Demo) current() (string, error) { return d.gens.Current() }
 // addGeneration publishes the tree at src (a staging clone on the store's file system, consumed) as the new
 // current generation, and prunes the oldest beyond [Demo] KeepSnapshots archived ones that no container uses.
 func (d *Demo) addGeneration(ctx context.Context, st *State, src string) (string, error) {
-	if err := fsx.ShiftOwners(src, IDBase, lxc.IDs); err != nil { // the containers are unprivileged
-		return "", fmt.Errorf("owning %s by the containers' ids: %w", src, err)
-	}
 	return d.gens.Add(ctx, src, d.cfg.KeepSnapshots, func(g string) bool {
 		used := false
 		for _, u := range st.Gen {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"berth/internal/clone"
@@ -85,6 +86,9 @@ func rootfs(ctDir string) string { return filepath.Join(ctDir, "rootfs") }
 type Store struct {
 	Dir string // <LXC>/.berth-demo
 	Backend
+	// IDBase, when set, is where the unprivileged containers' ids start on the host: each generation is
+	// owned by IDs ids from there when it is made, and a container's writable layers when it is reset.
+	IDBase, IDs uint32
 }
 
 func genName(n int) string { return fmt.Sprintf("%06d", n) }
@@ -133,6 +137,9 @@ func (s Store) Add(ctx context.Context, src string, keep int, inUse func(g strin
 	if err := os.MkdirAll(filepath.Join(s.Dir, "gen"), 0o700); err != nil {
 		return "", err
 	}
+	if err := s.own(src); err != nil {
+		return "", err
+	}
 	if err := s.Publish(ctx, src, s.Path(g)); err != nil {
 		return "", err
 	}
@@ -151,6 +158,56 @@ func (s Store) Add(ctx context.Context, src string, keep int, inUse func(g strin
 		}
 	}
 	return g, nil
+}
+
+// ResetTo returns the stopped container in ctDir to generation g (Backend.Reset), its layers owned by the
+// containers' ids, and the directories on the way to them passable by those ids (search permission only).
+func (s Store) ResetTo(ctx context.Context, ctDir, g string) error {
+	if s.IDBase != 0 {
+		for _, dir := range []string{filepath.Dir(ctDir), s.Dir, filepath.Join(s.Dir, "gen"), ctDir} {
+			if err := searchable(dir); err != nil {
+				return err
+			}
+		}
+		var st syscall.Stat_t // a generation made before the containers were unprivileged is owned once
+		if err := syscall.Lstat(s.Path(g), &st); err != nil {
+			return err
+		}
+		if st.Uid < s.IDs {
+			if err := s.own(s.Path(g)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.Reset(ctx, ctDir, s.Path(g)); err != nil {
+		return err
+	}
+	for _, layer := range []string{"delta", "work"} { // overlayfs: where the container's root writes
+		if err := os.Lchown(filepath.Join(ctDir, layer), int(s.IDBase), int(s.IDBase)); s.IDBase != 0 && err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// own makes the tree at dir owned by the containers' ids (fsx.ShiftOwners; nothing without IDBase).
+func (s Store) own(dir string) error {
+	if s.IDBase == 0 {
+		return nil
+	}
+	if err := fsx.ShiftOwners(dir, s.IDBase, s.IDs); err != nil {
+		return fmt.Errorf("owning %s by the containers' ids: %w", dir, err)
+	}
+	return nil
+}
+
+// searchable gives others search permission on dir, nothing more.
+func searchable(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm()&0o001 != 0 {
+		return err
+	}
+	return os.Chmod(dir, st.Mode().Perm()|0o011)
 }
 
 // SetAside moves a damaged generation out of the rotation to <Dir>/broken/, with reason in a .reason file beside it.

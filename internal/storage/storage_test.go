@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -293,5 +294,51 @@ func TestStoreGenerations(t *testing.T) {
 	}
 	if cur, _ := s.Current(); cur != "000010" {
 		t.Fatalf("Current = %s", cur)
+	}
+}
+
+// TestStoreUnprivileged: with IDBase a generation is owned by the containers' ids when it is made (and an
+// older one when a container is reset to it), a container's overlay layers are theirs, and the directories
+// on the way can be passed.
+func TestStoreUnprivileged(t *testing.T) {
+	testutil.Require(t)
+	owner := func(p string) uint32 {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Uid
+	}
+	for _, b := range []Backend{dirDriver{}, overlayfsDriver{}} {
+		lxcPath := t.TempDir() // 0700: made passable by ResetTo
+		s := Store{Dir: filepath.Join(lxcPath, ".berth-demo"), Backend: b, IDBase: 1000000, IDs: 65536}
+		os.MkdirAll(s.Dir, 0o700)
+		old := filepath.Join(s.Dir, "gen", "000001") // a generation made before: owned by root
+		writeTree(t, old, "old")
+		staging := filepath.Join(s.Dir, "staging")
+		writeTree(t, staging, "new")
+		g, err := s.Add(context.Background(), staging, 3, func(string) bool { return false })
+		if err != nil || owner(filepath.Join(s.Path(g), "etc/hostname")) != 1000000 {
+			t.Fatalf("%s: the new generation %s is not the containers': %v", b.Name(), g, err)
+		}
+		ctDir := filepath.Join(lxcPath, "ct1")
+		os.Mkdir(ctDir, 0o750)
+		if err := s.ResetTo(context.Background(), ctDir, "000001"); err != nil {
+			t.Fatal(err)
+		}
+		if owner(filepath.Join(old, "etc/hostname")) != 1000000 {
+			t.Errorf("%s: the older generation was not owned at its reset", b.Name())
+		}
+		for _, dir := range []string{lxcPath, s.Dir, filepath.Join(s.Dir, "gen"), ctDir} {
+			if st, _ := os.Stat(dir); st.Mode().Perm()&0o001 == 0 {
+				t.Errorf("%s: %s is not passable: %v", b.Name(), dir, st.Mode())
+			}
+		}
+		if b.Name() == "overlayfs" && (owner(filepath.Join(ctDir, "delta")) != 1000000 || owner(filepath.Join(ctDir, "work")) != 1000000) {
+			t.Errorf("overlayfs: the container's layers are not its root's")
+		}
+		if b.Name() == "dir" && owner(filepath.Join(ctDir, "rootfs", "etc/hostname")) != 1000000 {
+			t.Errorf("dir: the container's copy is not its root's")
+		}
 	}
 }
