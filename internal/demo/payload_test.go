@@ -155,7 +155,17 @@ func TestDemoPayloadOnLXC(t *testing.T) {
 	if len(uids) == 0 || uids[0] < IDBase {
 		t.Fatalf("host uids of %s's processes: %v", active, uids)
 	}
-	t.Logf("confinement of %s: %s; host uids of its %d processes: %d..%d", active, strings.ReplaceAll(strings.TrimSpace(confined), "\n", " | "), len(uids), uids[0], uids[len(uids)-1])
+	limits := map[string]string{}
+	for _, f := range []string{"memory/lxc.payload." + active + "/memory.limit_in_bytes", "lxc.payload." + active + "/memory.max",
+		"pids/lxc.payload." + active + "/pids.max", "lxc.payload." + active + "/pids.max"} {
+		if b, err := os.ReadFile("/sys/fs/cgroup/" + f); err == nil {
+			limits[filepath.Base(f)] = strings.TrimSpace(string(b))
+		}
+	}
+	if (limits["memory.limit_in_bytes"] != "2147483648" && limits["memory.max"] != "2147483648") || limits["pids.max"] != "1024" {
+		t.Fatalf("cgroup limits of %s: %v, want [Demo] Memory 2G and Tasks 1024", active, limits)
+	}
+	t.Logf("confinement of %s: %s; host uids of its %d processes: %d..%d; cgroup limits %v", active, strings.ReplaceAll(strings.TrimSpace(confined), "\n", " | "), len(uids), uids[0], uids[len(uids)-1], limits)
 
 	isolated(t, d, active, repoPort)
 

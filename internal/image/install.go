@@ -455,19 +455,19 @@ func (m *Manifest) provisionBooted(ctx context.Context, dir string, b Booter, va
 		return err
 	}
 	defer func() { err = errors.Join(err, g.Shutdown(context.WithoutCancel(ctx))) }()
-	// is-system-running --wait exits non-zero for "degraded": the state it prints is what counts. Until
-	// systemd has its bus up, systemctl cannot connect: that is asked again.
+	// is-system-running --wait exits non-zero for "degraded": the state it prints is what counts. Right after
+	// the start, systemd may not be PID 1 yet ("offline") or have its bus up: that is asked again.
 	err = wait.Until(ctx, BootTimeout, 250*time.Millisecond, func(ctx context.Context) (bool, error) {
 		var state run.SyncBuffer
 		_ = g.Run(ctx, nil, nil, &state, BootTimeout, "systemctl", "is-system-running", "--wait")
-		switch s := strings.TrimSpace(state.String()); {
-		case s == "running" || s == "degraded":
+		switch s := strings.TrimSpace(state.String()); s {
+		case "running", "degraded":
 			fmt.Fprintf(w, "### berth: the booted tree is %s\n", s)
 			return true, nil
-		case strings.Contains(s, "Failed to connect to bus"):
-			return false, fmt.Errorf("the booted tree's systemd does not answer within %s: %s", BootTimeout, s)
-		default:
+		case "maintenance", "stopping":
 			return true, fmt.Errorf("the booted tree did not finish booting: systemctl is-system-running says %q", s)
+		default: // systemd not up yet ("offline", no bus to connect to): asked again
+			return false, fmt.Errorf("the booted tree's systemd does not report running within %s: systemctl is-system-running says %q", BootTimeout, s)
 		}
 	})
 	if err != nil {

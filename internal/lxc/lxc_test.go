@@ -62,8 +62,7 @@ func TestConfigUnprivileged(t *testing.T) {
 	c := Container{Path: "/var/lib/lxc", Name: "demo1", Log: "/l", IDBase: 1000000, Limits: Limits{Memory: 2 << 30, CPUs: 1.5, Tasks: 1024}}
 	cfg := c.Config("overlay:/g:/d", n)
 	for _, want := range []string{"lxc.include = /usr/share/lxc/config/userns.conf\n", "lxc.idmap = u 0 1000000 65536\n",
-		"lxc.idmap = g 0 1000000 65536\n", "lxc.cgroup2.memory.max = 2147483648\n", "lxc.cgroup2.cpu.max = 150000 100000\n",
-		"lxc.cgroup2.pids.max = 1024\n"} {
+		"lxc.idmap = g 0 1000000 65536\n", c.Limits.lines(hostCgroups())} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("config lacks %q:\n%s", want, cfg)
 		}
@@ -73,5 +72,33 @@ func TestConfigUnprivileged(t *testing.T) {
 	}
 	if priv := (Container{Name: "b"}).Config("dir:/x", n); strings.Contains(priv, "idmap") || !strings.Contains(priv, "unconfined") {
 		t.Errorf("privileged builder:\n%s", priv)
+	}
+}
+
+func TestLimitLines(t *testing.T) {
+	l := Limits{Memory: 2 << 30, CPUs: 1.5, Tasks: 1024}
+	all := map[string]bool{"memory": true, "cpu": true, "pids": true}
+	if got := l.lines(cgroups{v2: all}); got != "lxc.cgroup2.memory.max = 2147483648\nlxc.cgroup2.cpu.max = 150000 100000\nlxc.cgroup2.pids.max = 1024\n" {
+		t.Errorf("v2:\n%s", got)
+	}
+	if got := l.lines(cgroups{v1: all}); got != "lxc.cgroup.memory.limit_in_bytes = 2147483648\nlxc.cgroup.cpu.cfs_period_us = 100000\nlxc.cgroup.cpu.cfs_quota_us = 150000\nlxc.cgroup.pids.max = 1024\n" {
+		t.Errorf("v1:\n%s", got)
+	}
+	if got := l.lines(cgroups{v2: map[string]bool{"pids": true}}); got != "lxc.cgroup2.pids.max = 1024\n" {
+		t.Errorf("only pids offered:\n%s", got)
+	}
+}
+
+func TestLogCause(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "demo1.lxc.log")
+	os.WriteFile(log, []byte(`lxc-start demo1 20261123191245.882 ERROR    utils - ../src/lxc/utils.c:mkdir_p:236 - Permission denied - Failed to create directory "/var/lib/lxc/demo1/work"
+lxc-start demo1 20261123191245.882 ERROR    conf - ../src/lxc/conf.c:lxc_setup:4375 - Failed to setup rootfs
+lxc-start demo1 20261123191245.882 ERROR    sync - ../src/lxc/sync.c:sync_wait:34 - An error occurred in another process (expected sequence number 3)
+lxc-start demo1 20261123191245.882 ERROR    lxccontainer - ../src/lxc/lxccontainer.c:wait_on_daemonized_start:878 - Received container state "ABORTING" instead of "RUNNING"
+lxc-start demo1 20261123191245.883 ERROR    start - ../src/lxc/start.c:__lxc_start:2107 - Failed to spawn container "demo1"
+`), 0o644)
+	got := Container{Name: "demo1", Log: log}.logCause()
+	if got != `Permission denied - Failed to create directory "/var/lib/lxc/demo1/work" | Failed to setup rootfs` {
+		t.Errorf("cause: %q", got)
 	}
 }
