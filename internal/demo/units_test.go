@@ -70,10 +70,12 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 	t.Logf("demo:build in the test host: %s", time.Since(start).Round(time.Second))
 	// The demo's front runs as haproxy, not root, in a hardened unit of its own.
 	front := "berth-demo-proxy-" + env["BERTH_DEMO_BRIDGE"]
-	users := strings.Fields(run(t, "ps", "-o", "user=", "-C", "haproxy"))
-	if u := strings.TrimSpace(run(t, "systemctl", "show", "-P", "User", front)); u != "haproxy" || len(users) == 0 || slices.ContainsFunc(users, func(u string) bool { return u != "haproxy" }) {
-		t.Fatalf("%s: User=%q, haproxy processes run as %v", front, u, users)
+	haproxyUID := strings.TrimSpace(run(t, "id", "-u", "haproxy"))
+	uids := strings.Fields(run(t, "sh", "-c", `for s in /proc/[0-9]*/status; do if grep -q '^Name:.haproxy$' "$s"; then awk '/^Uid:/ { print $2 }' "$s"; fi; done`))
+	if u := strings.TrimSpace(run(t, "systemctl", "show", "-P", "User", front)); u != "haproxy" || len(uids) == 0 || slices.ContainsFunc(uids, func(u string) bool { return u != haproxyUID }) {
+		t.Fatalf("%s: User=%q, haproxy processes run as uids %v (haproxy is %s)", front, u, uids, haproxyUID)
 	}
+	users := uids
 	exposure := strings.Split(strings.TrimSpace(run(t, "systemd-analyze", "security", "--no-pager", front)), "\n")
 	t.Logf("%s: User=haproxy, %d haproxy processes as haproxy; systemd-analyze security: %s", front, len(users), exposure[len(exposure)-1])
 	t.Logf("units:install:\n%s", run(t, "/root/berth", "units:install"))

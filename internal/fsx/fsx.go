@@ -66,6 +66,16 @@ func ReplaceIn(r *os.Root, rel string, src io.Reader, perm os.FileMode) error {
 	return nil
 }
 
+// Searchable gives others search permission on dir (o+x, g+x), nothing more: an unprivileged process may
+// pass through it to a path below that is its own.
+func Searchable(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm()&0o001 != 0 {
+		return err
+	}
+	return os.Chmod(dir, st.Mode().Perm()|0o011)
+}
+
 // SyncDir fsyncs a directory so that a rename inside it is durable.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)

@@ -87,6 +87,16 @@ func own(path string) error {
 	return os.Lchown(path, uid, gid)
 }
 
+// passable lets proxyUser reach Dir under systemd: search permission (only) on every directory above it.
+func passable(dir string) error {
+	for ; underSystemd() && dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		if err := fsx.Searchable(dir); err != nil {
+			return fmt.Errorf("demo proxy: %w", err)
+		}
+	}
+	return nil
+}
+
 func (p *Proxy) bundlePath() string { return filepath.Join(p.Dir, "bundle.pem") }
 
 // copyBundle puts the certificate bundle into Dir (0600, the front's own), telling whether it changed: a
@@ -176,6 +186,9 @@ func (p *Proxy) Ensure(ctx context.Context, active string) error {
 		return fmt.Errorf("demo proxy: %w", err)
 	}
 	if err := own(p.Dir); err != nil {
+		return err
+	}
+	if err := passable(filepath.Dir(p.Dir)); err != nil {
 		return err
 	}
 	newBundle, err := p.copyBundle()

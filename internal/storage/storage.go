@@ -165,7 +165,7 @@ func (s Store) Add(ctx context.Context, src string, keep int, inUse func(g strin
 func (s Store) ResetTo(ctx context.Context, ctDir, g string) error {
 	if s.IDBase != 0 {
 		for _, dir := range []string{filepath.Dir(ctDir), s.Dir, filepath.Join(s.Dir, "gen"), ctDir} {
-			if err := searchable(dir); err != nil {
+			if err := fsx.Searchable(dir); err != nil {
 				return err
 			}
 		}
@@ -199,15 +199,6 @@ func (s Store) own(dir string) error {
 		return fmt.Errorf("owning %s by the containers' ids: %w", dir, err)
 	}
 	return nil
-}
-
-// searchable gives others search permission on dir, nothing more.
-func searchable(dir string) error {
-	st, err := os.Stat(dir)
-	if err != nil || st.Mode().Perm()&0o001 != 0 {
-		return err
-	}
-	return os.Chmod(dir, st.Mode().Perm()|0o011)
 }
 
 // SetAside moves a damaged generation out of the rotation to <Dir>/broken/, with reason in a .reason file beside it.
