@@ -33,6 +33,13 @@ func (Demo) Build() error {
 	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.Build(ctx, knobs.Force) })
 }
 
+// ImportHooks brings an original upgrade.d at dir into [Demo] Hooks: its scripts stay pending, *.fail ones go
+// to quarantine, old_scripts/ to archive, Constant_upgrade/ to always; nothing there is overwritten. Scripts
+// without the exec bit run with bash, as the original ran them.
+func (Demo) ImportHooks(dir string) error {
+	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.ImportHooks(ctx, dir, os.Stdout) })
+}
+
 // Start brings the demo up (berth-demo.service at boot): NAT, one healthy container, the proxy. Idempotent.
 func (Demo) Start() error {
 	return withDemo((*demo.Demo).Start)

@@ -392,15 +392,18 @@ func TestDemoOnLXC(t *testing.T) {
 	})
 
 	t.Run("bad input changes nothing", func(t *testing.T) {
-		writeHook(t, hooks, "40-noexec", "#!/bin/sh\n", 0o644)
+		// A hook that is not a regular file: the hooks are checked after the image and the subnet.
+		if err := syscall.Mkfifo(filepath.Join(hooks, "40-fifo"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		before := snapshot(t, d)
 		for _, tc := range []struct{ key, value, want string }{
 			{"BERTH_DEMO_IMAGE", "nosuchimage", "unknown image"},
 			{"BERTH_DEMO_IMAGE", "mysql", "not a demo container image"},
 			{"BERTH_DEMO_SUBNET", "127.0.0.0/24", "overlaps"},
-			{"", "", "is not executable"},
+			{"", "", "40-fifo is not a regular file"},
 		} {
-			// Image and subnet are checked before the hooks: the non-executable hook is there throughout.
+			// Image and subnet are checked before the hooks: the FIFO is there throughout.
 			cmd := berthCmd("demo:build")
 			if tc.key != "" {
 				cmd.Env = append(cmd.Env, tc.key+"="+tc.value)
@@ -415,7 +418,7 @@ func TestDemoOnLXC(t *testing.T) {
 				t.Fatalf("%s=%s changed the demo:\n%s\n→\n%s", tc.key, tc.value, before, after)
 			}
 		}
-		os.Remove(filepath.Join(hooks, "40-noexec"))
+		os.Remove(filepath.Join(hooks, "40-fifo"))
 	})
 
 	t.Run("backends side by side", func(t *testing.T) {

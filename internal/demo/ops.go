@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -93,6 +94,21 @@ func (d *Demo) buildPristine(ctx context.Context, st *State) (string, error) {
 		logger().Info("pristine state built", "image", d.cfg.Image, "generation", g, "backend", d.Backend)
 	}
 	return g, err
+}
+
+// ImportHooks brings an original tool's upgrade.d at src into [Demo] Hooks (upgraded.Hooks.Import), under the
+// demo's lock, writing one line per file to w.
+func (d *Demo) ImportHooks(ctx context.Context, src string, w io.Writer) error {
+	l, err := d.lock(ctx, "demo importHooks")
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	report, err := d.hooks.Import(src)
+	for _, line := range report {
+		fmt.Fprintln(w, line)
+	}
+	return err
 }
 
 // installHooks lays out [Demo] Hooks and adds the shipped hooks that are missing there.

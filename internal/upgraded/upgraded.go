@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -69,8 +70,11 @@ func hookFiles(dir string) ([]string, error) {
 }
 
 // Pending returns the one-shot hooks directly in Dir, in the order they run; Check makes sure that they are
-// executable regular files.
-func (h Hooks) Pending() ([]string, error) { return hookFiles(h.Dir) }
+// regular files. A name ending in .fail is the original tool's mark of a failed hook: quarantined, not pending.
+func (h Hooks) Pending() ([]string, error) {
+	names, err := hookFiles(h.Dir)
+	return slices.DeleteFunc(names, func(n string) bool { return strings.HasSuffix(n, ".fail") }), err
+}
 
 // AlwaysHooks returns the hooks run on every upgrade as names relative to Dir ("always/x", then
 // "Constant_upgrade/y").
@@ -98,8 +102,9 @@ func (h Hooks) all() ([]string, int, error) {
 	return append(pending, always...), len(pending), err
 }
 
-// Check verifies, before anything changes, that every pending and always hook is an executable regular file;
-// the error names the first one that is not. A missing Dir has no hooks.
+// Check verifies, before anything changes, that every pending and always hook is a regular file; the error
+// names the first one that is not. A missing Dir has no hooks. A hook without the exec bit is no error: it
+// runs with bash, as the original tool ran every hook.
 func (h Hooks) Check() error {
 	names, _, err := h.all()
 	if err != nil {
@@ -113,8 +118,6 @@ func (h Hooks) Check() error {
 			return fmt.Errorf("hook %s: %w", shown, err)
 		case !st.Mode().IsRegular():
 			return fmt.Errorf("hook %s is not a regular file (%v): move it out", shown, st.Mode().Type())
-		case st.Mode()&0o111 == 0:
-			return fmt.Errorf("hook %s is not executable (mode %04o): chmod +x it or move it out", shown, st.Mode().Perm())
 		}
 	}
 	return nil
@@ -162,7 +165,13 @@ func (h Hooks) runOne(ctx context.Context, name string, always bool, container s
 	if err == nil {
 		defer log.Close()
 		fmt.Fprintf(log, "=== hook %s for container %s, started %s\n", name, container, start.Format(time.RFC3339))
-		cmd := exec.CommandContext(tctx, path, container)
+		argv := []string{path, container}
+		if st, serr := os.Stat(path); serr == nil && st.Mode()&0o111 == 0 {
+			argv = []string{"bash", path, container}
+			fmt.Fprintf(log, "=== hook %s is not executable (mode %04o): run with bash, as the original upgrade.d ran it\n", name, st.Mode().Perm())
+			logger().Warn("hook without the exec bit runs with bash", "hook", name)
+		}
+		cmd := exec.CommandContext(tctx, argv[0], argv[1:]...)
 		cmd.Dir = h.Dir
 		cmd.Stdin = nil // the null device
 		cmd.Stdout, cmd.Stderr = log, log
@@ -210,6 +219,42 @@ func (h Hooks) Quarantined() ([]string, error) { return hookFiles(filepath.Join(
 
 // Archived returns the names of the hooks in Dir/archive.
 func (h Hooks) Archived() ([]string, error) { return hookFiles(filepath.Join(h.Dir, "archive")) }
+
+// Import brings an original tool's upgrade.d at src into Dir: its pending scripts (directly in src) stay
+// pending, a *.fail script goes to quarantine (without the suffix), old_scripts/ to archive and
+// Constant_upgrade/ to always. Nothing already in Dir is overwritten (it is reported instead), and src is
+// left as it is. It returns one line per file.
+func (h Hooks) Import(src string) ([]string, error) {
+	var report []string
+	place := func(from, sub, name string) error {
+		dst := filepath.Join(h.Dir, sub, name)
+		if hookExists(dst) {
+			report = append(report, fmt.Sprintf("%s: kept %s, which exists", from, dst))
+			return nil
+		}
+		if err := copy.Copy(from, dst, copy.Options{OnSymlink: func(string) copy.SymlinkAction { return copy.Skip }, Sync: true}); err != nil {
+			return err
+		}
+		report = append(report, fmt.Sprintf("%s → %s", from, dst))
+		return nil
+	}
+	for _, m := range []struct{ from, to string }{{".", "."}, {"old_scripts", "archive"}, {"Constant_upgrade", "always"}} {
+		names, err := hookFiles(filepath.Join(src, m.from))
+		if err != nil {
+			return report, err
+		}
+		for _, n := range names {
+			to, name := m.to, n
+			if m.from == "." && strings.HasSuffix(n, ".fail") {
+				to, name = "quarantine", strings.TrimSuffix(n, ".fail")
+			}
+			if err := place(filepath.Join(src, m.from, n), to, name); err != nil {
+				return report, fmt.Errorf("import %s: %w", filepath.Join(src, m.from, n), err)
+			}
+		}
+	}
+	return report, nil
+}
 
 // hookExists reports whether anything is at path.
 func hookExists(path string) bool { _, err := os.Lstat(path); return err == nil }

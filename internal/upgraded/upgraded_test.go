@@ -241,15 +241,83 @@ func TestHooksCheck(t *testing.T) {
 	if err := h.Check(); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
+	// Without the exec bit a hook runs with bash (as the original tool ran every hook): no refusal.
 	writeHook(t, h.Dir, "always/50-y", "true", 0o600)
-	err := h.Check()
-	if want := "hook upgrade.d/always/50-y is not executable (mode 0600): chmod +x it or move it out"; err == nil || err.Error() != want {
-		t.Fatalf("Check = %v, want %s", err, want)
-	}
 	writeHook(t, h.Dir, "10-x", "true", 0o644)
-	err = h.Check()
-	if want := "hook upgrade.d/10-x is not executable (mode 0644): chmod +x it or move it out"; err == nil || err.Error() != want {
-		t.Fatalf("Check = %v, want %s", err, want)
+	if err := h.Check(); err != nil {
+		t.Fatalf("Check with hooks lacking the exec bit: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(h.Dir, "always", "60-dir.sh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A directory is left out like any subdirectory; a FIFO is no hook at all.
+	if err := syscall.Mkfifo(filepath.Join(h.Dir, "15-fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Check(); err == nil || !strings.Contains(err.Error(), "hook upgrade.d/15-fifo is not a regular file") {
+		t.Fatalf("Check with a FIFO: %v", err)
+	}
+}
+
+// TestImportOriginal imports an original tool's upgrade.d (scripts without the exec bit, a failed one
+// renamed *.fail, done ones in old_scripts/, repeated ones in Constant_upgrade/), then runs an upgrade's
+// hooks for real: exactly the pending and the always ones run, bash running those without the exec bit; the
+// successes and failures then land where the README says.
+func TestImportOriginal(t *testing.T) {
+	h, order := newHooks(t)
+	orig := t.TempDir()
+	script := func(rel, body string) {
+		p := filepath.Join(orig, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte("echo "+filepath.Base(rel)+" >> \"$ORDER\"\n"+body+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script("01-pending", "")
+	script("02-failing", "exit 4")
+	script("03-broke.fail", "")
+	script("old_scripts/00-done", "")
+	script("Constant_upgrade/99-every-night", "")
+	report, err := h.Import(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("import:\n%s", strings.Join(report, "\n"))
+	for _, p := range []string{"01-pending", "02-failing", "quarantine/03-broke", "archive/00-done", "always/99-every-night"} {
+		if _, err := os.Stat(filepath.Join(h.Dir, p)); err != nil {
+			t.Errorf("after import: %v", err)
+		}
+	}
+	if again, _ := h.Import(orig); len(again) != 5 || !strings.Contains(strings.Join(again, "\n"), "kept") {
+		t.Errorf("a second import overwrote something: %v", again)
+	}
+	if err := h.Check(); err != nil {
+		t.Fatal(err)
+	}
+	h.Env = map[string]string{"ORDER": order}
+	results := h.Run(context.Background(), "demo2", nil)
+	if got := strings.Fields(hookReadFile(t, order)); !reflect.DeepEqual(got, []string{"01-pending", "02-failing", "99-every-night"}) {
+		t.Fatalf("ran %v", got)
+	}
+	for _, r := range results {
+		if r.Always {
+			continue
+		}
+		move := h.Archive
+		if r.Err != nil {
+			move = h.Quarantine
+		}
+		if err := move(r.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arch, _ := h.Archived()
+	quar, _ := h.Quarantined()
+	if !reflect.DeepEqual(arch, []string{"00-done", "01-pending"}) || !reflect.DeepEqual(quar, []string{"02-failing", "03-broke"}) {
+		t.Fatalf("archived %v, quarantined %v", arch, quar)
+	}
+	if log := hookReadFile(t, filepath.Join(h.LogDir, "01-pending.log")); !strings.Contains(log, "is not executable (mode 0644): run with bash") {
+		t.Errorf("no warning line in the hook's log:\n%s", log)
 	}
 }
 
