@@ -436,3 +436,23 @@ func Subvolume(ctx context.Context, src, dst string) (err error) {
 	}
 	return syncFS(dst)
 }
+
+// Links makes dst (absent; its parent on src's file system) a copy of the tree src whose directories are new
+// and whose other entries are hard links to src's: no file data is written. Only for a src that is never
+// written in place afterwards (a pristine generation), since both trees share those inodes.
+func Links(ctx context.Context, src, dst string) error {
+	if _, err := os.Lstat(dst); err == nil {
+		return &fs.PathError{Op: "clone", Path: dst, Err: fs.ErrExist}
+	}
+	if err := sameFS(src, filepath.Dir(dst)); err != nil {
+		return err
+	}
+	_, err := run.Cmd{Argv: []string{
+		"cp", "--recursive", "--no-dereference", "--one-file-system", "--no-target-directory",
+		"--preserve=mode,ownership,timestamps,links,xattr", "--link", "--", src, dst,
+	}, Timeout: copyTimeout}.Run(ctx)
+	if err != nil {
+		os.RemoveAll(dst)
+	}
+	return err
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"berth/internal/aptget"
-	"berth/internal/clone"
 	"berth/internal/upgraded"
 )
 
@@ -88,6 +87,9 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 		}
 		logger().Warn("redoing the upgrade without the failed hooks", "failed", failed)
 	}
+	if err := d.gens.Settle(ctx, prev, cand); err != nil {
+		return finish("failed", err)
+	}
 	g, err := d.addGeneration(ctx, st, cand)
 	if err != nil {
 		return finish("failed", err)
@@ -130,10 +132,7 @@ func (d *Demo) upgradeRound(ctx context.Context, st *State, idle, prev, cand, lo
 	if err := d.stop(idle); err != nil {
 		return nil, err
 	}
-	if err := clone.Remove(ctx, cand); err != nil {
-		return nil, err
-	}
-	if _, err := clone.Tree(ctx, d.genDir(prev), cand); err != nil {
+	if err := d.gens.Fork(ctx, prev, cand); err != nil { // a snapshot, an overlay or a copy: storage.Backend.Fork
 		return nil, err
 	}
 	st.Gen[idle] = ""

@@ -28,3 +28,12 @@ func (btrfsDriver) RootfsSpec(ctDir, gen string) string { return "dir:" + rootfs
 func (btrfsDriver) SharesGeneration() bool { return false }
 
 func (btrfsDriver) Remove(ctx context.Context, path string) error { return clone.Remove(ctx, path) }
+
+// Fork snapshots the generation (a subvolume): O(1), and the upgrade's writes are all that is written.
+func (btrfsDriver) Fork(ctx context.Context, gen, path string) error {
+	return clone.TreeWith(ctx, gen, path, clone.Snapshot)
+}
+
+func (btrfsDriver) Settle(ctx context.Context, gen, path string) error { return nil }
+
+func (btrfsDriver) Discard(ctx context.Context, path string) error { return clone.Remove(ctx, path) }

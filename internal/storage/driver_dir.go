@@ -26,6 +26,16 @@ func (dirDriver) SharesGeneration() bool { return false }
 
 func (dirDriver) Remove(ctx context.Context, path string) error { return clone.Remove(ctx, path) }
 
+// Fork copies the generation (a reflink copy where the file system can).
+func (dirDriver) Fork(ctx context.Context, gen, path string) error {
+	_, err := clone.Tree(ctx, gen, path)
+	return err
+}
+
+func (dirDriver) Settle(ctx context.Context, gen, path string) error { return nil }
+
+func (dirDriver) Discard(ctx context.Context, path string) error { return clone.Remove(ctx, path) }
+
 // cloneRootfs replaces the container's rootfs with a clone of gen made with m.
 func cloneRootfs(ctx context.Context, ctDir, gen string, m clone.Method) error {
 	err := clone.Remove(ctx, rootfs(ctDir))

@@ -38,6 +38,18 @@ type Backend interface {
 	// Remove deletes a generation or a container's tree (btrfs subvolumes included); a missing path is no
 	// error.
 	Remove(ctx context.Context, path string) error
+
+	// Fork makes path (absent or a leftover fork; its parent on the generations' file system) a writable
+	// tree that starts as generation gen, for an upgrade that may be thrown away: a btrfs snapshot, an
+	// overlay mounted at path with gen as lower layer (writes go to an upper layer beside path), or a full
+	// copy (dir).
+	Fork(ctx context.Context, gen, path string) error
+	// Settle turns a successful fork of gen at path into a standalone tree at path, ready for Store.Add (a
+	// fork must not be running): nothing to do for a snapshot or a copy; overlayfs unmounts and merges its
+	// upper layer into hard links of gen's files, so that only what the upgrade wrote is written again.
+	Settle(ctx context.Context, gen, path string) error
+	// Discard removes a fork (unmounting it first); a missing path is no error.
+	Discard(ctx context.Context, path string) error
 }
 
 // Pick resolves [Demo] Backend: auto takes btrfs snapshots when the LXC path is on btrfs, else an
@@ -158,6 +170,19 @@ func (s Store) Add(ctx context.Context, src string, keep int, inUse func(g strin
 		}
 	}
 	return g, nil
+}
+
+// Fork makes path a writable fork of generation g (Backend.Fork), for an upgrade.
+func (s Store) Fork(ctx context.Context, g, path string) error {
+	if err := s.Discard(ctx, path); err != nil {
+		return err
+	}
+	return s.Backend.Fork(ctx, s.Path(g), path)
+}
+
+// Settle makes the fork of generation g at path a tree Add publishes (Backend.Settle).
+func (s Store) Settle(ctx context.Context, g, path string) error {
+	return s.Backend.Settle(ctx, s.Path(g), path)
 }
 
 // ResetTo returns the stopped container in ctDir to generation g (Backend.Reset), its layers owned by the
