@@ -119,7 +119,9 @@ func (overlayfsDriver) Settle(ctx context.Context, gen, path string) error {
 }
 
 // Discard unmounts and removes a fork and its layers.
-func (overlayfsDriver) Discard(ctx context.Context, path string) error { return discardOverlay(ctx, path) }
+func (overlayfsDriver) Discard(ctx context.Context, path string) error {
+	return discardOverlay(ctx, path)
+}
 
 func discardOverlay(ctx context.Context, path string) error {
 	if err := unmountAt(ctx, path); err != nil {
