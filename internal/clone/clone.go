@@ -354,6 +354,13 @@ func Remove(ctx context.Context, path string) error {
 	if t, err := FSType(path); err != nil {
 		return err
 	} else if t == "btrfs" {
+		if sub, err := isSubvolume(path); err == nil && sub {
+			// Most trees hold no nested subvolume: delete it straight away, without walking every directory
+			// of it (a tenth of a second for a 60k-file rootfs); btrfs refuses when one is nested.
+			if _, err := (run.Cmd{Argv: []string{"btrfs", "subvolume", "delete", path}, Timeout: btrfsTimeout, Quiet: true}).Run(ctx); err == nil {
+				return nil
+			}
+		}
 		subs, err := subvolumes(path)
 		if err != nil {
 			return err

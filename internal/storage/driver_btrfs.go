@@ -2,6 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"berth/internal/clone"
 )
@@ -19,8 +23,21 @@ func (btrfsDriver) Publish(ctx context.Context, staging, gen string) error {
 	return err
 }
 
+// Reset snapshots the generation before it deletes the old rootfs (moved aside first): a snapshot commits a
+// btrfs transaction, and that commit then does not carry the deletion's metadata, which a later commit
+// writes in the background.
 func (btrfsDriver) Reset(ctx context.Context, ctDir, gen string) error {
-	return cloneRootfs(ctx, ctDir, gen, clone.Snapshot)
+	old := filepath.Join(ctDir, ".rootfs-old")
+	if err := clone.Remove(ctx, old); err != nil { // left by a reset that was killed
+		return err
+	}
+	if err := os.Rename(rootfs(ctDir), old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := clone.TreeWith(ctx, gen, rootfs(ctDir), clone.Snapshot); err != nil {
+		return err
+	}
+	return clone.Remove(ctx, old)
 }
 
 func (btrfsDriver) RootfsSpec(ctDir, gen string) string { return "dir:" + rootfs(ctDir) }

@@ -19,7 +19,7 @@ import (
 
 // mountFS mounts a fresh file system of the backend's kind under a test directory and returns where:
 // btrfs on a loop device (an image file), a tmpfs for overlayfs (a valid upper layer) and dir.
-func mountFS(t *testing.T, backend string) string {
+func mountFS(t testing.TB, backend string) string {
 	t.Helper()
 	ctx := context.Background()
 	tmp := t.TempDir()
@@ -27,10 +27,10 @@ func mountFS(t *testing.T, backend string) string {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	argv := []string{"mount", "-t", "tmpfs", "-o", "size=64m", "berth-storage-test", mnt}
+	argv := []string{"mount", "-t", "tmpfs", "-o", "size=" + tmpfsSize, "berth-storage-test", mnt}
 	if backend == "btrfs" {
 		img := filepath.Join(tmp, "btrfs.img")
-		for _, argv := range [][]string{{"truncate", "-s", "256M", img}, {"mkfs.btrfs", "-q", img}} {
+		for _, argv := range [][]string{{"truncate", "-s", btrfsSize, img}, {"mkfs.btrfs", "-q", img}} {
 			if _, err := (run.Cmd{Argv: argv, Timeout: time.Minute}).Run(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +44,7 @@ func mountFS(t *testing.T, backend string) string {
 	return mnt
 }
 
-func umount(t *testing.T, path string) {
+func umount(t testing.TB, path string) {
 	t.Helper()
 	if _, err := (run.Cmd{Argv: []string{"umount", path}, Timeout: time.Minute}).Run(context.Background()); err != nil {
 		t.Error(err)
