@@ -210,7 +210,7 @@ func statusNames(fsys fs.FS) ([]string, error) {
 	return out, err
 }
 
-// BaseAndAll builds the base and then every machine.
+// BaseAndAll builds the base and then every machine, Parallel() at a time (installAll).
 func BaseAndAll(ctx context.Context, o Options) error {
 	c, err := config.Load()
 	if err != nil {
@@ -219,7 +219,11 @@ func BaseAndAll(ctx context.Context, o Options) error {
 	if _, err := base.Build(ctx, c, base.Options{}); err != nil {
 		return err
 	}
-	return All("install", o)
+	names, err := machineOrder(c, o)
+	if err != nil {
+		return err
+	}
+	return installAll(ctx, c, o, names, Parallel())
 }
 
 // WaitHealthy waits until the machine passes its image's health check (its port answers, its first-run file

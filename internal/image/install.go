@@ -51,6 +51,7 @@ func lockFile(c *config.Config, name string) string {
 type Options struct {
 	Sources  map[string]string // source name → local checkout or tarball replacing its git URL
 	DryRun   bool              // print the plan, change nothing
+	Plain    bool              // report steps as plain log lines even on a terminal (installs running side by side)
 	Out      io.Writer         // where the plan goes (DryRun)
 	Settings []Setting         // what the build offers the provision script ([Settings] Receive takes from it)
 	Booter   Booter            // boots the tree for images with [Image] Boot = yes
@@ -161,6 +162,9 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 	defer l.Release()
 	defer clone.Remove(context.Background(), staging)
 	job := progress.New(name+":install", len(steps))
+	if opts.Plain {
+		job = progress.NewPlain(name+":install", len(steps))
+	}
 	for _, s := range steps {
 		st := job.Step(s.title)
 		if err := st.Done(s.do(ctx, st)); err != nil {

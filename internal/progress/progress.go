@@ -31,6 +31,10 @@ func New(name string, total int) *Job {
 	return j
 }
 
+// NewPlain starts a job that reports with plain log lines even on a terminal, for jobs running side by side
+// (a live line each would overwrite the others').
+func NewPlain(name string, total int) *Job { return &Job{name: name, total: total} }
+
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
