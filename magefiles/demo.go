@@ -6,6 +6,7 @@ import (
 
 	"github.com/magefile/mage/mg"
 
+	"berth/internal/bench"
 	"berth/internal/demo"
 )
 
@@ -23,6 +24,7 @@ func withDemo(f func(*demo.Demo, context.Context) error) error {
 		return err
 	}
 	d.Sources = knobs.Sources
+	defer bench.LogPeakRSS()
 	return f(d, ctx)
 }
 

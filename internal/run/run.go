@@ -62,6 +62,10 @@ func tailLines(b []byte, n int, ignore []string) string {
 	return strings.Join(kept, " | ")
 }
 
+// Tail is the last n non-empty lines of a command's output, joined with " | " (the tail errors carry), for
+// callers that run a command themselves.
+func Tail(b []byte, n int) string { return tailLines(b, n, nil) }
+
 // Run runs c and returns its standard output when c.Stdout is nil.
 func (c Cmd) Run(ctx context.Context) ([]byte, error) {
 	if len(c.Argv) == 0 {
