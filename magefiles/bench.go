@@ -12,7 +12,7 @@ import (
 )
 
 // Bench measures berth side by side with the original algorithms and the plain tools in one run (base
-// rootfs vs debootstrap, base to machine vs cp -a on ext4/btrfs/xfs, demo reset vs lxc-snapshot -r, switch
+// rootfs vs bare debootstrap and bare mmdebstrap, the nightly upgrade's tree work vs a full copy, base to machine vs cp -a on ext4/btrfs/xfs, demo reset vs lxc-snapshot -r, switch
 // availability vs the original switch under a constant request rate, the binary's footprint), alternating
 // the two sides round by round, and writes BENCHMARKS.md and benchmarks-latency.svg into the checkout.
 // BENCH_ROUNDS (default 3) and BENCH_SWITCHES (default 20) size it. Needs root; takes about 20 minutes.
