@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"berth/internal/clone"
 	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/lock"
@@ -79,7 +80,23 @@ func spec(c *config.Config, arch string) rootfs.Spec {
 	return rootfs.Spec{Suite: c.Base.Suite, Mirror: c.Base.Mirror, Arch: arch, Packages: c.Base.Packages}
 }
 
-// Key hashes every input of the base: the debootstrap spec, the recipe files and the Go toolchain.
+// bootstrapSpec is spec with [Base] Bootstrapper resolved. mmdebstrap also installs from the base's other
+// suites (updates, security), so the tree already holds what the recipe's full-upgrade would fetch.
+func bootstrapSpec(c *config.Config, arch string) rootfs.Spec {
+	s := spec(c, arch)
+	s.Tool = rootfs.ResolveTool(c.Base.Bootstrapper)
+	if s.Tool == rootfs.Mmdebstrap {
+		for _, line := range strings.Split(SourcesList(c), "\n") {
+			if strings.HasPrefix(line, "deb ") && line != "deb "+c.Base.Mirror+" "+c.Base.Suite+" main" {
+				s.Sources = append(s.Sources, line)
+			}
+		}
+	}
+	return s
+}
+
+// Key hashes every input of the base: the debootstrap spec, the recipe files and the Go toolchain. The
+// bootstrapper is not an input: debootstrap and mmdebstrap make the same tree (TestBootstrappersAgree).
 func Key(c *config.Config, arch string) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "debootstrap=%s\ngo=%s\ngosha=%s\n", spec(c, arch).Key(), c.Base.GoVersion, c.Base.GoSHA256)
@@ -160,35 +177,45 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 		res.Reused = true
 		return res, nil
 	}
-	job := progress.New("base:build", 6)
+	job := progress.New("base:build", 5)
 
-	step := job.Step("Go " + c.Base.GoVersion + " toolchain")
-	src := goSource(c.Base.GoTarball, c.Base.GoVersion, arch)
-	goArchive, err := fetchGo(ctx, src, c.Base.GoSHA256, c.Paths.Cache)
-	if err := step.Done(err); err != nil {
-		return res, err
+	// The Go toolchain is fetched and checked while the rootfs is bootstrapped; a bad one stops the bootstrap.
+	bctx, stopBootstrap := context.WithCancelCause(ctx)
+	defer stopBootstrap(nil)
+	type fetched struct {
+		path string
+		err  error
 	}
-
-	step = job.Step(fmt.Sprintf("debootstrap %s/%s", c.Base.Suite, arch))
-	tarball, hit, err := rootfs.Bootstrap(ctx, spec(c, arch), c.Paths.Cache, opts.Force, step)
-	res.DebootstrapHit = hit
-	if err := step.Done(err); err != nil {
-		return res, err
-	}
+	goDone := make(chan fetched, 1)
+	go func() {
+		p, err := fetchGo(ctx, goSource(c.Base.GoTarball, c.Base.GoVersion, arch), c.Base.GoSHA256, c.Paths.Cache)
+		if err != nil {
+			stopBootstrap(err)
+		}
+		goDone <- fetched{p, err}
+	}()
+	awaitGo := func() (string, error) { f := <-goDone; goDone <- f; return f.path, f.err }
+	defer awaitGo() // never leave the fetch running past Build
 
 	staging := dir + ".staging"
-	if err := os.RemoveAll(staging); err != nil {
+	if err := clone.Remove(ctx, staging); err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(staging)
-	step = job.Step("unpack into " + staging)
-	err = os.MkdirAll(staging, 0o755)
-	if err == nil {
-		err = rootfs.Unpack(ctx, tarball, staging)
+	if err := os.MkdirAll(filepath.Dir(staging), 0o755); err != nil {
+		return res, err
+	}
+	defer clone.Remove(context.WithoutCancel(ctx), staging)
+	bs := bootstrapSpec(c, arch)
+	step := job.Step(fmt.Sprintf("%s %s/%s into %s (Go %s alongside)", bs.Tool, c.Base.Suite, arch, staging, c.Base.GoVersion))
+	hit, err := rootfs.BootstrapInto(bctx, bs, c.Paths.Cache, opts.Force, step, staging)
+	res.DebootstrapHit = hit
+	if _, gerr := awaitGo(); gerr != nil {
+		err = gerr // the cause, when it stopped the bootstrap
 	}
 	if err := step.Done(err); err != nil {
 		return res, err
 	}
+	goArchive, _ := awaitGo()
 
 	step = job.Step("apt-get update and full-upgrade from " + strings.Join(suites(c), ", "))
 	if err := step.Done(provision(ctx, c, staging, step)); err != nil {

@@ -49,6 +49,7 @@ type Base struct {
 	SecurityMirror                 string
 	Packages                       []string
 	GoVersion, GoTarball, GoSHA256 string
+	Bootstrapper                   string // auto, mmdebstrap or debootstrap
 }
 
 // Relay configures the relay platform.

@@ -195,6 +195,13 @@ var keys = []key{
 		c.Base.Packages = words(v)
 		return nil
 	}},
+	{"Base", "Bootstrapper", "auto", func(c *Config, v string) error {
+		if v != "auto" && v != "mmdebstrap" && v != "debootstrap" {
+			return errors.New("expected auto (mmdebstrap when installed, else debootstrap), mmdebstrap or debootstrap")
+		}
+		c.Base.Bootstrapper = v
+		return nil
+	}},
 	{"Base", "GoVersion", DefaultGoVersion, func(c *Config, v string) error {
 		v = strings.TrimPrefix(v, "go")
 		if !goVerRE.MatchString(v) {

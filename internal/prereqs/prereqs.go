@@ -16,7 +16,7 @@ import (
 
 // Host lists what berth itself runs on the host.
 var Host = []string{
-	"debootstrap", "systemd-container", "dbus", "tar", "xz-utils", "ca-certificates", "iproute2", "nftables",
+	"debootstrap", "mmdebstrap", "systemd-container", "dbus", "tar", "xz-utils", "ca-certificates", "iproute2", "nftables",
 	"lxc", "haproxy", "btrfs-progs", "xfsprogs", "acl", "attr", "libcap2-bin", "openssl",
 	// building berth itself: go-lxc from Debian's package, with cgo
 	"golang-gopkg-lxc-go-lxc.v2-dev", "lxc-dev", "pkg-config", "gcc",
@@ -25,8 +25,9 @@ var Host = []string{
 // Test lists what the test suite needs on top of Host.
 var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client", "shellcheck", "apt-utils"}
 
-// Bench lists what the benchmark's baselines need on top of Host: lxc-snapshot of a directory-backed
-// container copies with rsync (only a Recommends of lxc).
+// Bench lists what the benchmark's baselines need on top of Host (which has debootstrap and mmdebstrap, the
+// bare bootstrap baselines): lxc-snapshot of a directory-backed container copies with rsync (only a
+// Recommends of lxc).
 var Bench = []string{"rsync"}
 
 // SysctlFile is where berth keeps its kernel settings.

@@ -45,6 +45,7 @@ import (
 	"syscall"
 	"time"
 
+	"berth/internal/clone"
 	"berth/internal/fsx"
 	"berth/internal/rootfs"
 	"berth/internal/run"
@@ -80,6 +81,9 @@ type Options struct {
 	Binds         []string // extra --bind= for the boot ("src", "src:dst" or "src:dst:options")
 	ReadOnlyBinds []string // extra --bind-ro= for the boot, e.g. fixtures or a cached tarball the guest only reads
 	HostNetwork   bool     // share the VM's network namespace instead of a private one (see the package comment)
+	// Tree, when set, is a rootfs directory (a berth base, say) the host boots a copy of instead of the
+	// cached tarball; it must hold systemd. Packages does not apply then.
+	Tree string
 }
 
 // Host is a booted test host. Run, RunInput, CopyIn and PID may be used from several goroutines; Reboot and
@@ -200,17 +204,24 @@ func Start(ctx context.Context, opts Options) (_ *Host, err error) {
 	if h.logf, err = os.OpenFile(h.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 		return nil, err
 	}
-	tarball, hit, err := tarballFor(ctx, opts, h.logf)
-	if err != nil {
-		return nil, fmt.Errorf("%w%s", err, h.logTail())
-	}
-	h.Tarball = tarball
-	fmt.Fprintf(h.logf, "=== rootfs %s (cache hit: %v)\n", tarball, hit)
-	if err := os.Mkdir(h.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := rootfs.Unpack(ctx, tarball, h.Dir); err != nil {
-		return nil, fmt.Errorf("testhost: %w", err)
+	if opts.Tree != "" {
+		fmt.Fprintf(h.logf, "=== rootfs: a copy of %s\n", opts.Tree)
+		if _, err := clone.Tree(ctx, opts.Tree, h.Dir); err != nil {
+			return nil, fmt.Errorf("testhost: %w", err)
+		}
+	} else {
+		tarball, hit, err := tarballFor(ctx, opts, h.logf)
+		if err != nil {
+			return nil, fmt.Errorf("%w%s", err, h.logTail())
+		}
+		h.Tarball = tarball
+		fmt.Fprintf(h.logf, "=== rootfs %s (cache hit: %v)\n", tarball, hit)
+		if err := os.Mkdir(h.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		if err := rootfs.Unpack(ctx, tarball, h.Dir); err != nil {
+			return nil, fmt.Errorf("testhost: %w", err)
+		}
 	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(h.Dir, &st); err != nil {
