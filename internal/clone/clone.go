@@ -145,7 +145,7 @@ func TreeWith(ctx context.Context, src, dst string, m Method) (err error) {
 		return err
 	}
 	if m != Snapshot { // a snapshot is one btrfs transaction; a copy must reach the disk before it is published
-		if err = syncFS(tmp); err != nil {
+		if err = SyncFS(tmp); err != nil {
 			return err
 		}
 	}
@@ -172,7 +172,8 @@ func copyTree(ctx context.Context, src, dst, reflink string) error {
 	return err
 }
 
-func syncFS(path string) error {
+// SyncFS flushes the whole file system holding path to disk (syncfs).
+func SyncFS(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -441,7 +442,7 @@ func Subvolume(ctx context.Context, src, dst string) (err error) {
 	if err := copyTree(ctx, src, dst, "auto"); err != nil {
 		return err
 	}
-	return syncFS(dst)
+	return SyncFS(dst)
 }
 
 // Links makes dst (absent; its parent on src's file system) a copy of the tree src whose directories are new

@@ -740,7 +740,7 @@ func BenchmarkClone(b *testing.B) {
 		src := filepath.Join(mnt, "src")
 		must(b, NewDir(ctx, src))
 		size = makeBenchTree(b, src)
-		must(b, syncFS(src))
+		must(b, SyncFS(src))
 		methods := map[string][]Method{"ext4": {Copy}, "btrfs": {Snapshot, Reflink, Copy}, "xfs": {Reflink, Copy}}[fs]
 		for _, m := range methods {
 			b.Run(fs+"/"+string(m), func(b *testing.B) {
@@ -749,7 +749,7 @@ func BenchmarkClone(b *testing.B) {
 				for range b.N {
 					b.StopTimer()
 					must(b, Remove(ctx, dst))
-					must(b, syncFS(mnt))
+					must(b, SyncFS(mnt))
 					b.StartTimer()
 					must(b, TreeWith(ctx, src, dst, m))
 				}

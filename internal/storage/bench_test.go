@@ -127,7 +127,7 @@ func BenchmarkUpgradeFork(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	syncTree(gen)
+	clone.SyncFS(gen)
 	be := overlayfsDriver{}
 	path := filepath.Join(dir, "ct", "rootfs")
 	os.MkdirAll(filepath.Dir(path), 0o755)

@@ -115,7 +115,7 @@ func (overlayfsDriver) Settle(ctx context.Context, gen, path string) error {
 			return err
 		}
 	}
-	return syncTree(path)
+	return clone.SyncFS(path)
 }
 
 // Discard unmounts and removes a fork and its layers.
@@ -317,14 +317,4 @@ func copyMeta(src, dst string) error {
 		}
 	}
 	return copyTimes(&st, dst)
-}
-
-// syncTree flushes the file system holding path.
-func syncTree(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
 }

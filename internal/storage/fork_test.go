@@ -87,7 +87,7 @@ func upgradeOps(t *testing.T, root string) {
 // fsUsed is the bytes in use on the file system holding path, after flushing it.
 func fsUsed(t *testing.T, path string) int64 {
 	t.Helper()
-	if err := syncTree(path); err != nil {
+	if err := clone.SyncFS(path); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Statfs_t
