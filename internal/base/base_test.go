@@ -65,6 +65,21 @@ func TestKeyCoversEveryInput(t *testing.T) {
 	if k, _ := Key(testConfig(t, map[string]string{"BERTH_BASE_PACKAGES": "ca-certificates dbus systemd"}), "amd64"); k != k0 {
 		t.Error("the order of packages changes the key")
 	}
+	// The bootstrapper is no input: both make the same tree (TestBootstrappersAgree), so switching keeps the base.
+	for _, b := range []string{"debootstrap", "mmdebstrap"} {
+		if k, _ := Key(testConfig(t, map[string]string{"BERTH_BASE_BOOTSTRAPPER": b}), "amd64"); k != k0 {
+			t.Errorf("Bootstrapper=%s changes the base's key", b)
+		}
+	}
+	// mmdebstrap installs from the other suites of sources.list too: they are in its cache key.
+	mm := testConfig(t, map[string]string{"BERTH_BASE_BOOTSTRAPPER": "mmdebstrap"})
+	one := testConfig(t, map[string]string{"BERTH_BASE_BOOTSTRAPPER": "mmdebstrap", "BERTH_BASE_EXTRASUITES": "updates"})
+	if s := bootstrapSpec(mm, "amd64"); len(s.Sources) != 2 || s.Key() == bootstrapSpec(one, "amd64").Key() || s.Key() == spec(mm, "amd64").Key() {
+		t.Errorf("mmdebstrap's spec: sources %q, key %s (one extra suite: %s, debootstrap: %s)", s.Sources, s.Key(), bootstrapSpec(one, "amd64").Key(), spec(mm, "amd64").Key())
+	}
+	if s := bootstrapSpec(testConfig(t, map[string]string{"BERTH_BASE_BOOTSTRAPPER": "debootstrap"}), "amd64"); s.Tool != "debootstrap" || s.Sources != nil {
+		t.Errorf("debootstrap's spec: %+v", s)
+	}
 }
 
 func TestGoSource(t *testing.T) {

@@ -110,6 +110,7 @@ func TestBadValues(t *testing.T) {
 		{"BERTH_BASE_GOSHA256", "xyz", "hexadecimal"},
 		{"BERTH_BASE_GOVERSION", "1.22.1", "GoSHA256"},
 		{"BERTH_BASE_MIRROR", "ftp://x", "URL"},
+		{"BERTH_BASE_BOOTSTRAPPER", "cdebootstrap", "mmdebstrap"},
 		{"BERTH_RELAY_SELFSIGNED", "maybe?", "yes/no"},
 		{"BERTH_DEMO_ALERTCOMMAND", "mail -s x", "absolute"},
 	} {
