@@ -3,6 +3,7 @@
 package lxc
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -165,7 +166,11 @@ func (c Container) WriteConfig(rootfs string, n Net) error {
 	if err := os.MkdirAll(filepath.Dir(c.Log), 0o750); err != nil {
 		return err
 	}
-	return fsx.WriteFile(filepath.Join(c.Path, c.Name, "config"), []byte(c.Config(rootfs, n)), 0o640)
+	path, conf := filepath.Join(c.Path, c.Name, "config"), []byte(c.Config(rootfs, n))
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, conf) {
+		return nil // unchanged (every btrfs or dir reset): no write, no fsync
+	}
+	return fsx.WriteFile(path, conf, 0o640)
 }
 
 func (c Container) container() (*golxc.Container, error) {

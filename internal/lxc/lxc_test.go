@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -54,6 +55,21 @@ func TestWriteConfig(t *testing.T) {
 	}
 	if st, err := os.Stat(filepath.Join(dir, "state", "logs")); err != nil || !st.IsDir() {
 		t.Fatalf("log directory: %v", err)
+	}
+	// The same configuration again is not rewritten (same inode); another one is.
+	ino := func() uint64 {
+		st, err := os.Stat(filepath.Join(dir, "lxc", "demo1", "config"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Ino
+	}
+	before := ino()
+	if err := c.WriteConfig("dir:/x", n); err != nil || ino() != before {
+		t.Fatalf("unchanged configuration rewritten: %v", err)
+	}
+	if err := c.WriteConfig("dir:/y", n); err != nil || ino() == before {
+		t.Fatalf("changed configuration not written: %v", err)
 	}
 }
 
