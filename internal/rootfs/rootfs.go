@@ -121,20 +121,12 @@ func Bootstrap(ctx context.Context, spec Spec, cacheDir string, force bool, prog
 	}
 	defer os.RemoveAll(work)
 	tmp := filepath.Join(work, "rootfs.tar")
-	if spec.tool() == Mmdebstrap { // it writes the tarball itself
-		if err := os.MkdirAll(work, 0o755); err != nil {
-			return "", false, err
-		}
-		if err := bootstrap(ctx, spec, tmp, progress); err != nil {
-			return "", false, err
-		}
-	} else {
-		target := filepath.Join(work, "root")
-		if err := bootstrap(ctx, spec, target, progress); err == nil {
-			err = pack(ctx, target, tmp)
-		} else {
-			return "", false, err
-		}
+	target := filepath.Join(work, "root")
+	if err := bootstrap(ctx, spec, target, progress); err != nil {
+		return "", false, err
+	}
+	if err := pack(ctx, target, tmp); err != nil {
+		return "", false, err
 	}
 	if err := os.Rename(tmp, tarball); err != nil {
 		return "", false, err
@@ -190,16 +182,16 @@ func cacheLock(ctx context.Context, spec Spec, cacheDir string) (string, *lock.L
 // They are part of the cache key of an mmdebstrap tarball.
 var mmdebstrapFlags = []string{"--mode=root", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr", "--skip=cleanup/apt/lists"}
 
-// bootstrap runs the spec's tool into target: a directory, or for mmdebstrap also a path ending in .tar.
+// bootstrap runs the spec's tool into the directory target (absent, or empty).
 func bootstrap(ctx context.Context, spec Spec, target string, progress io.Writer) error {
+	if err := os.MkdirAll(target, 0o755); err != nil { // both take an empty directory
+		return err
+	}
 	var argv []string
 	switch spec.tool() {
 	case Debootstrap:
 		if len(spec.Sources) > 0 {
 			return errors.New("debootstrap installs from one suite only: extra sources need mmdebstrap")
-		}
-		if err := os.MkdirAll(target, 0o755); err != nil {
-			return err
 		}
 		argv = []string{"debootstrap", "--variant=" + spec.variant(), "--arch=" + spec.Arch}
 		if len(spec.Packages) > 0 {
@@ -207,8 +199,7 @@ func bootstrap(ctx context.Context, spec Spec, target string, progress io.Writer
 		}
 		argv = append(argv, spec.Suite, target, spec.Mirror)
 	case Mmdebstrap:
-		argv = append([]string{"mmdebstrap", "--variant=" + spec.variant(), "--arch=" + spec.Arch}, mmdebstrapFlags...)
-		argv = append(argv, "--format="+map[bool]string{true: "tar", false: "directory"}[strings.HasSuffix(target, ".tar")])
+		argv = append([]string{"mmdebstrap", "--variant=" + spec.variant(), "--arch=" + spec.Arch, "--format=directory"}, mmdebstrapFlags...)
 		if len(spec.Packages) > 0 {
 			argv = append(argv, "--include="+strings.Join(spec.Packages, ","))
 		}
