@@ -584,6 +584,15 @@ func sourceStep(c *config.Config, dir string, s Source, override string) step {
 	cache := filepath.Join(c.Paths.Cache, "sources", s.Name+"-"+s.Ref)
 	return step{fmt.Sprintf("source %s: git clone %s, checkout %s (cached in %s) → %s", s.Name, s.URL, s.Ref, cache, s.Dest),
 		func(ctx context.Context, _ io.Writer) error {
+			// Images built side by side may share a source (cookiecutter): one clones, the others wait.
+			if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
+				return err
+			}
+			l, err := lock.Acquire(ctx, cache+".lock", "source "+s.Name, 30*time.Minute)
+			if err != nil {
+				return err
+			}
+			defer l.Release()
 			if _, err := os.Stat(filepath.Join(cache, ".git")); err != nil {
 				tmp := cache + ".tmp"
 				os.RemoveAll(tmp)
