@@ -89,11 +89,12 @@ type Publish struct {
 	Bucket      string
 	Prefix      string // object names start with it (no leading or trailing slash)
 	Region      string
-	Credentials string // a 0600 file with AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines (the environment wins)
-	Key         string // the OpenPGP secret key that signs SHA256SUMS; made once when missing
-	PublicKey   string // on a pulling host: the publisher's public key, added to systemd's import keyring
-	Verify      string // signature or checksum: what systemd-importd checks when pulling
-	Pull        string // where pull reads from: a plain HTTP(S) origin; empty: Endpoint/Bucket/Prefix
+	Credentials string        // a 0600 file with AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines (the environment wins)
+	Key         string        // the OpenPGP secret key that signs SHA256SUMS; made once when missing
+	PublicKey   string        // on a pulling host: the publisher's public key, added to systemd's import keyring
+	Verify      string        // signature or checksum: what systemd-importd checks when pulling
+	Pull        string        // where pull reads from: a plain HTTP(S) origin; empty: Endpoint/Bucket/Prefix
+	PullEvery   time.Duration // berth-machines-pull.timer's period; 0: no timer
 }
 
 // Config is the effective configuration.

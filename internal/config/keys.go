@@ -446,6 +446,18 @@ var keys = []key{
 		return nil
 	}},
 	{"Publish", "Pull", "", func(c *Config, v string) error { return optional(httpURL, &c.Publish.Pull)(c, v) }},
+	{"Publish", "PullEvery", "", func(c *Config, v string) error {
+		c.Publish.PullEvery = 0
+		if v == "" {
+			return nil
+		}
+		d, err := ParseTimeSpan(v)
+		if err != nil || d < 5*time.Minute || d%time.Second != 0 {
+			return errors.New("expected a period of whole seconds, at least 5min, such as 1h (empty: no berth-machines-pull.timer)")
+		}
+		c.Publish.PullEvery = d
+		return nil
+	}},
 }
 
 var (

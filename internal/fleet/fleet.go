@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"berth/images"
+	"berth/internal/alert"
 	"berth/internal/base"
 	"berth/internal/clone"
 	"berth/internal/config"
@@ -66,7 +67,8 @@ func Do(action, name string, o Options) error {
 	case "publish":
 		return publishImages(ctx, c, fsys, []string{name})
 	case "pull":
-		return publish.Pull(ctx, c, fsys, name, publish.PullOptions{Force: o.Force, Out: os.Stdout})
+		_, err := publish.Pull(ctx, c, fsys, name, publish.PullOptions{Force: o.Force, Out: os.Stdout})
+		return err
 	case "purge":
 		return Purge(ctx, c, fsys, name, o.Confirm)
 	case "start":
@@ -278,7 +280,9 @@ func PublishAll(o Options) error {
 	return publishImages(ctx, c, o.images(), names)
 }
 
-// PullAll pulls every machine image the origin's index names, in [Relay] Machines order first.
+// PullAll pulls every machine image the origin's index names, in [Relay] Machines order first, one at a
+// time: a machine that restarted on a new build is waited on through its health check before the next is
+// pulled, and the first failure stops the round with an alert (berth-machines-pull.timer runs it).
 func PullAll(o Options) error {
 	c, err := config.Load()
 	if err != nil {
@@ -307,8 +311,15 @@ func PullAll(o Options) error {
 	if len(ordered) == 0 {
 		return fmt.Errorf("pull: %s names no machine image this berth knows", publish.Join(origin, publish.IndexName))
 	}
+	os.MkdirAll(filepath.Join(c.Paths.State, "publish"), 0o700)
+	alerts := alert.Sender{Component: "pull", Log: filepath.Join(c.Paths.State, "publish", "alerts.log"), Command: c.Demo.AlertCommand}
 	for _, n := range ordered {
-		if err := publish.Pull(ctx, c, o.images(), n, publish.PullOptions{Force: o.Force, Out: os.Stdout}); err != nil {
+		pulled, err := publish.Pull(ctx, c, o.images(), n, publish.PullOptions{Force: o.Force, Out: os.Stdout})
+		if err == nil && pulled && machine.Running(ctx, n) {
+			err = WaitHealthy(ctx, c, o.images(), n)
+		}
+		if err != nil {
+			alerts.Send(ctx, fmt.Sprintf("pull stopped at %s: %v", n, err))
 			return err
 		}
 	}

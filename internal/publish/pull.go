@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,7 +86,12 @@ type PullOptions struct {
 // data directories and skeleton, a root password of this host's own, a placeholder certificate), and swaps
 // it in place of the machine, restarting it when it ran. The build already installed is not pulled again.
 // A failed download or verification leaves the installed machine as it was and names the file.
-func Pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o PullOptions) error {
+func Pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o PullOptions) (pulled bool, err error) {
+	err = pull(ctx, c, fsys, name, o, &pulled)
+	return pulled, err
+}
+
+func pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o PullOptions, swapped *bool) error {
 	if o.Out == nil {
 		o.Out = os.Stdout
 	}
@@ -148,8 +152,8 @@ func Pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o Pull
 	if err := step.Done(importdPull(ctx, src, staging, verify, step)); err != nil {
 		return fmt.Errorf("pull %s: %w; the installed machine is unchanged", name, err)
 	}
-	pulled := time.Since(start)
-	removeImportdCache(c.Paths.Machines, src)
+	took := time.Since(start)
+	removeImportdCache(c.Paths.Machines, e.Build)
 	st, err := image.ReadStamp(stagingDir)
 	if err != nil || BuildKey(st) != e.Build {
 		return fmt.Errorf("pull %s: the pulled tree is not build %s (its stamp: %v %s); the installed machine is unchanged", name, e.Build, err, BuildKey(st))
@@ -175,6 +179,7 @@ func Pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o Pull
 		if _, err := fsx.Swap(stagingDir, dst); err != nil {
 			return err
 		}
+		*swapped = true
 		if machine.Running(ctx, name) {
 			return machine.Restart(ctx, name)
 		}
@@ -183,7 +188,7 @@ func Pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o Pull
 	if err := step.Done(err); err != nil {
 		return fmt.Errorf("pull %s: %w", name, err)
 	}
-	fmt.Fprintf(o.Out, "%s: pulled build %s from %s in %s (verified: %s)\n", name, e.Build, src, pulled.Round(100*time.Millisecond), verify)
+	fmt.Fprintf(o.Out, "%s: pulled build %s from %s in %s (verified: %s)\n", name, e.Build, src, took.Round(100*time.Millisecond), verify)
 	logger().Info("image pulled", "image", name, "build", e.Build, "from", src, "verify", verify)
 	return nil
 }
@@ -250,15 +255,20 @@ func importdPull(ctx context.Context, src, local, verify string, out io.Writer) 
 // importdCause is the line of systemd-importd's journal since since that says why a transfer failed: an
 // invalid download (checksum or signature, naming the file), or its last error.
 func importdCause(ctx context.Context, since time.Time) string {
-	b, _ := run.Cmd{Argv: []string{"journalctl", "--no-pager", "-o", "cat", "-u", "systemd-importd.service",
-		"--since", "@" + fmt.Sprint(since.Unix())}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	for _, want := range []string{"DOWNLOAD INVALID", "Signature", "signature", "checksum", "Checksum", "Failed", "failed"} {
-		for _, l := range lines {
-			if strings.Contains(l, want) && !strings.Contains(l, "exited with") {
-				return strings.TrimSpace(l)
+	var lines []string
+	// The journal may not hold the transfer's last lines yet when its end is signalled: asked a few times.
+	for try := 0; try < 6; try++ {
+		b, _ := run.Cmd{Argv: []string{"journalctl", "--no-pager", "-o", "cat", "-u", "systemd-importd.service",
+			"--since", "@" + fmt.Sprint(since.Unix())}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
+		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+		for _, want := range []string{"DOWNLOAD INVALID", "ignature", "hecksum", "Failed", "failed"} {
+			for _, l := range lines {
+				if strings.Contains(l, want) && !strings.Contains(l, "exited with") && !strings.Contains(l, "Transfer failed") {
+					return strings.TrimSpace(l)
+				}
 			}
 		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	if len(lines) > 0 && lines[len(lines)-1] != "" {
 		return lines[len(lines)-1]
@@ -266,13 +276,12 @@ func importdCause(ctx context.Context, since time.Time) string {
 	return "see journalctl -u systemd-importd"
 }
 
-// removeImportdCache removes systemd-importd's hidden copy of what it downloaded from src (.tar-<escaped
-// url>...): the machine is kept once, as berth swaps it in.
-func removeImportdCache(machines, src string) {
+// removeImportdCache removes systemd-importd's hidden copy of what it downloaded (.tar-<escaped url>...,
+// whose name carries the build key, hex digits that survive the escaping): the machine is kept once.
+func removeImportdCache(machines, build string) {
 	ents, _ := os.ReadDir(machines)
-	esc := strings.ReplaceAll(url.PathEscape(src), "%2F", "\\x2f")
 	for _, d := range ents {
-		if strings.HasPrefix(d.Name(), ".tar-") && (strings.Contains(d.Name(), esc) || strings.Contains(d.Name(), filepath.Base(src))) {
+		if strings.HasPrefix(d.Name(), ".tar-") && strings.Contains(d.Name(), build) {
 			clone.Remove(context.Background(), filepath.Join(machines, d.Name()))
 		}
 	}

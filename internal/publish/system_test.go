@@ -262,6 +262,12 @@ func TestPublishAndPullOnTwoHosts(t *testing.T) {
 		t.Fatalf("a second pull did something:\n%s", out)
 	}
 	t.Logf("host B: pull again: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", " | "))
+	// [Publish] Pull: the same builds from a plain HTTP origin; an origin where nothing was published.
+	origin := "BERTH_PUBLISH_PULL=http://" + s3addr + "/" + bucket + "/relay/v1"
+	if out, _ = must(b, []string{origin}, "mysql:pull"); !strings.Contains(out, "nothing to do") {
+		t.Fatalf("pull from [Publish] Pull: %s", out)
+	}
+	fails(b, []string{"BERTH_PUBLISH_PULL=http://" + s3addr + "/" + bucket + "/elsewhere"}, "nothing was ever published", "pull")
 
 	// One byte of the tarball changed after publishing: refused by its checksum, B's machine unchanged.
 	tarball := filepath.Join(root, bucket, "relay/v1", idx.Images["mysql"].Tarball)
