@@ -4,8 +4,8 @@
 //
 // Layout under [Publish] Prefix in the bucket (or under [Publish] Pull):
 //
-//	<image>/<build>/<image>.tar.zst   the machine's tree, reproducible, this host's secrets stripped
-//	<image>/<build>/SHA256SUMS        "<sha256>  <image>.tar.zst", what systemd-importd checks
+//	<image>/<build>/<image>.tar.gz    the machine's tree, reproducible, this host's secrets stripped
+//	<image>/<build>/SHA256SUMS        "<sha256>  <image>.tar.gz", what systemd-importd checks
 //	<image>/<build>/SHA256SUMS.gpg    the detached signature of SHA256SUMS by the publisher's key
 //	index.json                        the current build of each image, written once all its objects are there
 //
@@ -53,7 +53,7 @@ func BuildKey(s image.Stamp) string {
 }
 
 // TarballName is the published tarball's file name.
-func TarballName(name string) string { return name + ".tar.zst" }
+func TarballName(name string) string { return name + ".tar.gz" }
 
 // Dir is the objects' directory of one build, relative to the prefix.
 func Dir(name, build string) string { return name + "/" + build }

@@ -282,7 +282,7 @@ func (s *Store) publishOne(ctx context.Context, c *config.Config, fsys fs.FS, na
 	job := progress.New(name+":publish", 3)
 	step := job.Step("export " + dir + " (secrets stripped) as " + TarballName(name))
 	start := time.Now()
-	f, err := os.CreateTemp(tmpDir, name+"-*.tar.zst")
+	f, err := os.CreateTemp(tmpDir, name+"-*.tar.gz")
 	if err != nil {
 		return r, Entry{}, step.Done(err)
 	}
@@ -314,7 +314,7 @@ func (s *Store) publishOne(ctx context.Context, c *config.Config, fsys fs.FS, na
 	}
 	pr := &uploadProgress{w: step, total: r.Size}
 	_, err = s.client.PutObject(ctx, s.c.Publish.Bucket, s.object(rel+"/"+TarballName(name)), f, r.Size,
-		minio.PutObjectOptions{ContentType: "application/zstd", Progress: pr, PartSize: 64 << 20})
+		minio.PutObjectOptions{ContentType: "application/gzip", Progress: pr, PartSize: 64 << 20})
 	for _, o := range []struct {
 		name string
 		b    []byte

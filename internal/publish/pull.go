@@ -261,7 +261,7 @@ func importdCause(ctx context.Context, since time.Time) string {
 		b, _ := run.Cmd{Argv: []string{"journalctl", "--no-pager", "-o", "cat", "-u", "systemd-importd.service",
 			"--since", "@" + fmt.Sprint(since.Unix())}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
 		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
-		for _, want := range []string{"DOWNLOAD INVALID", "ignature", "hecksum", "Failed", "failed"} {
+		for _, want := range []string{"DOWNLOAD INVALID", "ignature", "hecksum", "tar: ", "Failed", "failed"} {
 			for _, l := range lines {
 				if strings.Contains(l, want) && !strings.Contains(l, "exited with") && !strings.Contains(l, "Transfer failed") {
 					return strings.TrimSpace(l)

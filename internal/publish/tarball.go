@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/compress/gzip"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,14 +66,16 @@ func lockPasswords(b []byte) []byte {
 	return out.Bytes()
 }
 
-// Export writes the tree at dir to w as a reproducible zstd-compressed tar that systemd-importd (and
-// machinectl import-tar) unpack: entries in name order, numeric owners only, no access or change times,
+// Export writes the tree at dir to w as a reproducible gzip-compressed tar that systemd-importd (and
+// machinectl import-tar) unpack (gzip, not zstd: systemd 252, Debian 12's, pulls xz, gzip and bzip2 only;
+// gzip is the fastest of them to make, and made by one goroutine with no name or time in its header it is
+// byte-for-byte reproducible): entries in name order, numeric owners only, no access or change times,
 // modification times clamped to clampAt, extended attributes kept (capabilities, ACLs), hard links as links.
 // Secrets of this host are left out or rewritten (see fixed); the directories in s.Empty are published
 // empty. It returns the SHA-256 of what it wrote.
 func Export(dir string, w io.Writer, s Strip, clampAt time.Time) (string, error) {
 	h := sha256.New()
-	zw, err := zstd.NewWriter(io.MultiWriter(w, h), zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+	zw, err := gzip.NewWriterLevel(io.MultiWriter(w, h), gzip.DefaultCompression)
 	if err != nil {
 		return "", err
 	}
