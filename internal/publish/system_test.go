@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,13 +268,14 @@ func TestPublishAndPullOnTwoHosts(t *testing.T) {
 	if out, _ = must(b, []string{origin}, "mysql:pull"); !strings.Contains(out, "nothing to do") {
 		t.Fatalf("pull from [Publish] Pull: %s", out)
 	}
-	fails(b, []string{"BERTH_PUBLISH_PULL=http://" + s3addr + "/" + bucket + "/elsewhere"}, "nothing was ever published", "pull")
+	fails(b, []string{"BERTH_PUBLISH_PULL=http://" + s3addr + "/" + bucket + "/elsewhere"}, "elsewhere/index.json", "pull")
 
-	// One byte of the tarball changed after publishing: refused by its checksum, B's machine unchanged.
+	// One byte of the tarball changed after publishing (in the gzip header, so that it still unpacks and only
+	// the checksum can tell): refused by its checksum, B's machine unchanged.
 	tarball := filepath.Join(root, bucket, "relay/v1", idx.Images["mysql"].Tarball)
-	flip(t, tarball)
-	fails(b, []string{"FORCE=1"}, "mysql.tar.gz", "mysql:pull")
-	flip(t, tarball)
+	flip(t, tarball, 4)
+	fails(b, []string{"FORCE=1"}, "DOWNLOAD INVALID: Checksum of mysql.tar.gz", "mysql:pull")
+	flip(t, tarball, 4)
 	if ino() != before {
 		t.Fatal("a refused pull replaced the machine")
 	}
@@ -288,7 +290,7 @@ func TestPublishAndPullOnTwoHosts(t *testing.T) {
 	}
 	bad, _ := publish.Sign(other, sums)
 	os.WriteFile(filepath.Join(sumsDir, "SHA256SUMS.gpg"), bad, 0o644)
-	fails(b, []string{"FORCE=1"}, "ignature", "haproxy:pull")
+	fails(b, []string{"FORCE=1"}, "DOWNLOAD INVALID: Signature verification failed", "haproxy:pull")
 	os.WriteFile(filepath.Join(sumsDir, "SHA256SUMS.gpg"), good, 0o644)
 	if out, _ := b.Run(ctx, "systemctl", "is-active", "systemd-nspawn@haproxy"); strings.TrimSpace(out) != "active" {
 		t.Fatalf("haproxy after a refused pull: %q", out)
@@ -302,22 +304,21 @@ func inode(st os.FileInfo) uint64 {
 	if st == nil {
 		return 0
 	}
-	return st.Sys().(interface{ Ino() uint64 }).Ino()
+	return st.Sys().(*syscall.Stat_t).Ino
 }
 
-// flip changes one byte in the middle of file (twice restores it), keeping its size.
-func flip(t *testing.T, file string) {
+// flip changes the byte at offset in file (twice restores it), keeping its size.
+func flip(t *testing.T, file string, offset int64) {
 	t.Helper()
 	f, err := os.OpenFile(file, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	st, _ := f.Stat()
 	one := make([]byte, 1)
-	f.ReadAt(one, st.Size()/2)
+	f.ReadAt(one, offset)
 	one[0] ^= 0xff
-	if _, err := f.WriteAt(one, st.Size()/2); err != nil {
+	if _, err := f.WriteAt(one, offset); err != nil {
 		t.Fatal(err)
 	}
 }
