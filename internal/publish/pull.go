@@ -14,6 +14,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/import1"
 	"github.com/godbus/dbus/v5"
+	"golang.org/x/sys/unix"
 
 	"berth/internal/base"
 	"berth/internal/clone"
@@ -145,6 +146,7 @@ func pull(ctx context.Context, c *config.Config, fsys fs.FS, name string, o Pull
 		return err
 	}
 	defer clone.Remove(context.Background(), stagingDir)
+	removeImportdCache(c.Paths.Machines, e.Build)
 	src := Join(origin, e.Tarball)
 	job := progress.New(name+":pull", 3)
 	start := time.Now()
@@ -276,13 +278,34 @@ func importdCause(ctx context.Context, since time.Time) string {
 	return "see journalctl -u systemd-importd"
 }
 
-// removeImportdCache removes systemd-importd's hidden copy of what it downloaded (.tar-<escaped url>...,
-// whose name carries the build key, hex digits that survive the escaping): the machine is kept once.
+// removeImportdCache removes systemd-importd's hidden copies of what it downloaded (.tar-<escaped url>...,
+// whose name carries the build key, hex digits that survive the escaping): the machine is kept once, and a
+// later pull (FORCE=1) downloads and verifies again instead of answering from a copy (importd asks the server
+// with the copy's ETag). importd marks its copy immutable; the flag is cleared first.
 func removeImportdCache(machines, build string) {
 	ents, _ := os.ReadDir(machines)
 	for _, d := range ents {
 		if strings.HasPrefix(d.Name(), ".tar-") && strings.Contains(d.Name(), build) {
-			clone.Remove(context.Background(), filepath.Join(machines, d.Name()))
+			p := filepath.Join(machines, d.Name())
+			clearImmutable(p)
+			if err := clone.Remove(context.Background(), p); err != nil {
+				logger().Warn("could not remove systemd-importd's copy", "dir", p, "err", err)
+			}
 		}
 	}
 }
+
+// clearImmutable clears the immutable flag (chattr -i) of p, if it has it.
+func clearImmutable(p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	flags, err := unix.IoctlGetUint32(int(f.Fd()), unix.FS_IOC_GETFLAGS)
+	if err == nil && flags&fsImmutable != 0 {
+		unix.IoctlSetPointerInt(int(f.Fd()), unix.FS_IOC_SETFLAGS, int(flags&^fsImmutable))
+	}
+}
+
+const fsImmutable = 0x10 // FS_IMMUTABLE_FL, linux/fs.h
