@@ -15,3 +15,14 @@ func Clean() error { return fleet.All("clean", knobs.fleet()) }
 
 // Status prints one table of every machine.
 func Status() error { return fleet.All("status", knobs.fleet()) }
+
+// Publish publishes every machine installed here to [Publish] Endpoint/Bucket/Prefix (see machine:publish).
+func Publish() error { return fleet.PublishAll(knobs.fleet()) }
+
+// Pull pulls every machine image published at the origin ([Publish] Pull, else the bucket) through
+// systemd-importd (see machine:pull); FORCE=1 pulls installed builds again.
+func Pull() error { return fleet.PullAll(knobs.fleet()) }
+
+// PublishKey prints the public key that signs published images (made once under [Paths] State, or
+// [Publish] Key): pulling hosts name the file it is saved to in [Publish] PublicKey.
+func PublishKey() error { return fleet.PublicKey() }

@@ -32,6 +32,12 @@ func (Haproxy) Enable() error { return machineDo("enable", "haproxy") }
 // Logs prints the haproxy machine's recent journal.
 func (Haproxy) Logs() error { return machineDo("logs", "haproxy") }
 
+// Publish uploads the installed haproxy machine, signed and without this host's secrets, to [Publish] Endpoint/Bucket/Prefix.
+func (Haproxy) Publish() error { return machineDo("publish", "haproxy") }
+
+// Pull installs the published haproxy build through systemd-importd and swaps it in (FORCE=1: even the installed build).
+func (Haproxy) Pull() error { return machineDo("pull", "haproxy") }
+
 // Mysql is the mysql machine (images/mysql): MariaDB for relaycreator, data in /srv/mysql.
 type Mysql mg.Namespace
 
@@ -58,6 +64,12 @@ func (Mysql) Enable() error { return machineDo("enable", "mysql") }
 
 // Logs prints the mysql machine's recent journal.
 func (Mysql) Logs() error { return machineDo("logs", "mysql") }
+
+// Publish uploads the installed mysql machine, signed and without this host's secrets, to [Publish] Endpoint/Bucket/Prefix.
+func (Mysql) Publish() error { return machineDo("publish", "mysql") }
+
+// Pull installs the published mysql build through systemd-importd and swaps it in (FORCE=1: even the installed build).
+func (Mysql) Pull() error { return machineDo("pull", "mysql") }
 
 // Relaycreator is the relaycreator machine (images/relaycreator): relaycreator web app (Next.js) on 127.0.0.1:3000.
 type Relaycreator mg.Namespace
@@ -86,6 +98,12 @@ func (Relaycreator) Enable() error { return machineDo("enable", "relaycreator") 
 // Logs prints the relaycreator machine's recent journal.
 func (Relaycreator) Logs() error { return machineDo("logs", "relaycreator") }
 
+// Publish uploads the installed relaycreator machine, signed and without this host's secrets, to [Publish] Endpoint/Bucket/Prefix.
+func (Relaycreator) Publish() error { return machineDo("publish", "relaycreator") }
+
+// Pull installs the published relaycreator build through systemd-importd and swaps it in (FORCE=1: even the installed build).
+func (Relaycreator) Pull() error { return machineDo("pull", "relaycreator") }
+
 // Strfry is the strfry machine (images/strfry): strfry Nostr relays managed by cookiecutter.
 type Strfry mg.Namespace
 
@@ -112,3 +130,9 @@ func (Strfry) Enable() error { return machineDo("enable", "strfry") }
 
 // Logs prints the strfry machine's recent journal.
 func (Strfry) Logs() error { return machineDo("logs", "strfry") }
+
+// Publish uploads the installed strfry machine, signed and without this host's secrets, to [Publish] Endpoint/Bucket/Prefix.
+func (Strfry) Publish() error { return machineDo("publish", "strfry") }
+
+// Pull installs the published strfry build through systemd-importd and swaps it in (FORCE=1: even the installed build).
+func (Strfry) Pull() error { return machineDo("pull", "strfry") }

@@ -41,3 +41,13 @@ func (Machine) Enable(image string) error { return machineDo("enable", image) }
 
 // Logs prints the machine's recent journal.
 func (Machine) Logs(image string) error { return machineDo("logs", image) }
+
+// Publish exports <image>'s installed tree (this host's secrets stripped) as a signed zstd tarball and uploads
+// it to [Publish] Endpoint/Bucket/Prefix; index.json names it once every object is there. Credentials:
+// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the 0600 file [Publish] Credentials.
+func (Machine) Publish(image string) error { return machineDo("publish", image) }
+
+// Pull downloads <image>'s published build through systemd-importd (verified by [Publish] Verify), takes an
+// install's host-side steps and swaps it in, restarting a running machine; the installed build is not pulled
+// again unless FORCE=1.
+func (Machine) Pull(image string) error { return machineDo("pull", image) }

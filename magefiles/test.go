@@ -21,6 +21,9 @@ func (Test) All() error {
 	if err := prereqs.Install(interruptible(), prereqs.Test); err != nil {
 		return err
 	}
+	if err := prereqs.InstallGoTools(interruptible()); err != nil {
+		return err
+	}
 	return goTest("-timeout=60m")
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"text/tabwriter"
@@ -83,13 +84,28 @@ type Demo struct {
 	HostPorts     []int   // TCP ports of the host the containers may reach (on the bridge's address)
 }
 
+// Publish configures where machine images are published (S3) and pulled from.
+type Publish struct {
+	Endpoint    string // the S3 endpoint, http(s)://host[:port]; empty: publishing is not configured
+	Bucket      string
+	Prefix      string // object names start with it (no leading or trailing slash)
+	Region      string
+	Credentials string        // a 0600 file with AWS_ACCESS_KEY_ID= and AWS_SECRET_ACCESS_KEY= lines (the environment wins)
+	Key         string        // the OpenPGP secret key that signs SHA256SUMS; made once when missing
+	PublicKey   string        // on a pulling host: the publisher's public key, added to systemd's import keyring
+	Verify      string        // signature or checksum: what systemd-importd checks when pulling
+	Pull        string        // where pull reads from: a plain HTTP(S) origin; empty: Endpoint/Bucket/Prefix
+	PullEvery   time.Duration // berth-machines-pull.timer's period; 0: no timer
+}
+
 // Config is the effective configuration.
 type Config struct {
-	Paths Paths
-	Base  Base
-	Relay Relay
-	Demo  Demo
-	File  string // the file consulted (it may not exist)
+	Paths   Paths
+	Base    Base
+	Relay   Relay
+	Demo    Demo
+	Publish Publish
+	File    string // the file consulted (it may not exist)
 
 	values  map[string]string // "Section.Key" → effective raw value
 	origins map[string]string // "Section.Key" → default, file <path>:<line>, env NAME
@@ -210,6 +226,14 @@ func (c *Config) derive(lookupEnv func(string) (string, bool)) error {
 		}
 		c.Base.GoSHA256 = sum
 		c.setDerived("Base.GoSHA256", sum, "default (pinned for go"+DefaultGoVersion+" linux/"+runtime.GOARCH+")")
+	}
+	if c.Publish.Credentials == "" {
+		c.Publish.Credentials = filepath.Join(c.Paths.State, "publish", "credentials")
+		c.setDerived("Publish.Credentials", c.Publish.Credentials, "default (under [Paths] State)")
+	}
+	if c.Publish.Key == "" {
+		c.Publish.Key = filepath.Join(c.Paths.State, "publish", "signing.key")
+		c.setDerived("Publish.Key", c.Publish.Key, "default (under [Paths] State)")
 	}
 	if c.Demo.Hooks == "" {
 		c.Demo.Hooks = c.Paths.State + "/upgrade.d"

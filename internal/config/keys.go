@@ -395,7 +395,83 @@ var keys = []key{
 		c.Demo.AlertCommand = argv
 		return nil
 	}},
+
+	{"Publish", "Endpoint", "", func(c *Config, v string) error {
+		return optional(func(v string) error {
+			if u, err := url.Parse(v); httpURL(v) != nil || err != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+				return errors.New("expected the S3 endpoint as an http:// or https:// URL of a host and port only, such as https://s3.example.com")
+			}
+			return nil
+		}, &c.Publish.Endpoint)(c, v)
+	}},
+	{"Publish", "Bucket", "", func(c *Config, v string) error {
+		return optional(func(v string) error {
+			if !bucketRE.MatchString(v) || strings.Contains(v, "..") {
+				return errors.New("expected an S3 bucket name: 3-63 lower-case letters, digits, dots and dashes")
+			}
+			return nil
+		}, &c.Publish.Bucket)(c, v)
+	}},
+	{"Publish", "Prefix", "berth", func(c *Config, v string) error {
+		return optional(func(v string) error {
+			if !prefixRE.MatchString(v) || strings.Contains(v, "//") || strings.Contains(v, "..") {
+				return errors.New("expected an object name prefix of letters, digits, '.', '_', '-' and inner '/' (no leading or trailing '/')")
+			}
+			return nil
+		}, &c.Publish.Prefix)(c, v)
+	}},
+	{"Publish", "Region", "us-east-1", func(c *Config, v string) error {
+		if !regionRE.MatchString(v) {
+			return errors.New("expected an S3 region name such as us-east-1")
+		}
+		c.Publish.Region = v
+		return nil
+	}},
+	{"Publish", "Credentials", "", func(c *Config, v string) error {
+		if v == "" {
+			return nil // derived: [Paths] State/publish/credentials
+		}
+		return absPath(&c.Publish.Credentials)(c, v)
+	}},
+	{"Publish", "Key", "", func(c *Config, v string) error {
+		if v == "" {
+			return nil // derived: [Paths] State/publish/signing.key
+		}
+		return absPath(&c.Publish.Key)(c, v)
+	}},
+	{"Publish", "PublicKey", "", func(c *Config, v string) error {
+		if v == "" {
+			return nil
+		}
+		return absPath(&c.Publish.PublicKey)(c, v)
+	}},
+	{"Publish", "Verify", "signature", func(c *Config, v string) error {
+		if v != "signature" && v != "checksum" {
+			return errors.New("expected signature (SHA256SUMS signed by the publisher's key) or checksum (SHA256SUMS only)")
+		}
+		c.Publish.Verify = v
+		return nil
+	}},
+	{"Publish", "Pull", "", func(c *Config, v string) error { return optional(httpURL, &c.Publish.Pull)(c, v) }},
+	{"Publish", "PullEvery", "", func(c *Config, v string) error {
+		c.Publish.PullEvery = 0
+		if v == "" {
+			return nil
+		}
+		d, err := ParseTimeSpan(v)
+		if err != nil || d < 5*time.Minute || d%time.Second != 0 {
+			return errors.New("expected a period of whole seconds, at least 5min, such as 1h (empty: no berth-machines-pull.timer)")
+		}
+		c.Publish.PullEvery = d
+		return nil
+	}},
 }
+
+var (
+	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	prefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$`)
+	regionRE = regexp.MustCompile(`^[a-z0-9-]{1,32}$`)
+)
 
 var spanUnits = map[string]time.Duration{
 	"us": time.Microsecond, "usec": time.Microsecond, "ms": time.Millisecond, "msec": time.Millisecond,

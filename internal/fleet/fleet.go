@@ -18,12 +18,14 @@ import (
 	"time"
 
 	"berth/images"
+	"berth/internal/alert"
 	"berth/internal/base"
 	"berth/internal/clone"
 	"berth/internal/config"
 	"berth/internal/image"
 	"berth/internal/lock"
 	"berth/internal/machine"
+	"berth/internal/publish"
 	"berth/internal/run"
 	"berth/internal/wait"
 )
@@ -34,6 +36,7 @@ type Options struct {
 	Sources map[string]string // BERTH_SOURCE_<NAME>=<path>, keyed by NAME: local replacements of git sources
 	Plan    bool              // PLAN=1: install prints its steps instead of running them
 	Confirm string            // CONFIRM=<image>: purge deletes that image's data
+	Force   bool              // FORCE=1: pull the build that is installed again
 }
 
 func (o Options) images() fs.FS {
@@ -61,6 +64,11 @@ func Do(action, name string, o Options) error {
 		return image.Install(ctx, c, fsys, name, image.Options{Sources: image.SourceOverrides(m, o.Sources), DryRun: o.Plan, Out: os.Stdout})
 	case "clean":
 		return Clean(ctx, c, name)
+	case "publish":
+		return publishImages(ctx, c, fsys, []string{name})
+	case "pull":
+		_, err := publish.Pull(ctx, c, fsys, name, publish.PullOptions{Force: o.Force, Out: os.Stdout})
+		return err
 	case "purge":
 		return Purge(ctx, c, fsys, name, o.Confirm)
 	case "start":
@@ -250,4 +258,83 @@ func WaitHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string)
 		})
 	}
 	return nil
+}
+
+func publishImages(ctx context.Context, c *config.Config, fsys fs.FS, names []string) error {
+	cred, err := publish.LoadCredentials(c, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	_, err = publish.Publish(ctx, c, fsys, names, cred, os.Stdout)
+	return err
+}
+
+// PublishAll publishes every machine installed on this host.
+func PublishAll(o Options) error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	names, err := publish.Installed(c, o.images())
+	if err != nil {
+		return err
+	}
+	return publishImages(ctx, c, o.images(), names)
+}
+
+// PullAll pulls every machine image the origin's index names, in [Relay] Machines order first, one at a
+// time: a machine that restarted on a new build is waited on through its health check before the next is
+// pulled, and the first failure stops the round with an alert (berth-machines-pull.timer runs it).
+func PullAll(o Options) error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	origin, err := publish.Origin(c)
+	if err != nil {
+		return err
+	}
+	idx, err := publish.FetchIndex(ctx, origin)
+	if err != nil {
+		return err
+	}
+	names, err := image.NamesOfKind(o.images(), "machine")
+	if err != nil {
+		return err
+	}
+	var ordered []string
+	for _, n := range append(append([]string{}, c.Relay.Machines...), names...) {
+		if _, ok := idx.Images[n]; ok && slices.Contains(names, n) && !slices.Contains(ordered, n) {
+			ordered = append(ordered, n)
+		}
+	}
+	if len(ordered) == 0 {
+		return fmt.Errorf("pull: %s names no machine image this berth knows", publish.Join(origin, publish.IndexName))
+	}
+	os.MkdirAll(filepath.Join(c.Paths.State, "publish"), 0o700)
+	alerts := alert.Sender{Component: "pull", Log: filepath.Join(c.Paths.State, "publish", "alerts.log"), Command: c.Demo.AlertCommand}
+	for _, n := range ordered {
+		pulled, err := publish.Pull(ctx, c, o.images(), n, publish.PullOptions{Force: o.Force, Out: os.Stdout})
+		if err == nil && pulled && machine.Running(ctx, n) {
+			err = WaitHealthy(ctx, c, o.images(), n)
+		}
+		if err != nil {
+			alerts.Send(ctx, fmt.Sprintf("pull stopped at %s: %v", n, err))
+			return err
+		}
+	}
+	return nil
+}
+
+// PublicKey prints the publisher's public key (making the signing key once when missing).
+func PublicKey() error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	return publish.ExportPublicKey(c, os.Stdout)
 }

@@ -296,6 +296,21 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 			return err
 		}
 	}
+	return m.placeHostSide(c, fsys)
+}
+
+// PlaceHostSide makes what a machine of image name needs on the host beside its tree, as an install does:
+// the data directories under [Paths] Srv, the skeleton's missing files, a placeholder certificate when none
+// exists. A pulled image takes these steps on the host that pulls it.
+func PlaceHostSide(c *config.Config, fsys fs.FS, name string) error {
+	m, err := Load(fsys, name)
+	if err != nil {
+		return err
+	}
+	return m.placeHostSide(c, fsys)
+}
+
+func (m *Manifest) placeHostSide(c *config.Config, fsys fs.FS) error {
 	for _, b := range m.Binds {
 		if err := os.MkdirAll(filepath.Join(c.Paths.Srv, b.Host), 0o755); err != nil {
 			return err

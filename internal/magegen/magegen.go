@@ -44,6 +44,8 @@ var Actions = []Action{
 	{"Status", "status", "Status prints the %[1]s machine's state, enablement, health, address and build time."},
 	{"Enable", "enable", "Enable starts the %[1]s machine at boot."},
 	{"Logs", "logs", "Logs prints the %[1]s machine's recent journal."},
+	{"Publish", "publish", "Publish uploads the installed %[1]s machine, signed and without this host's secrets, to [Publish] Endpoint/Bucket/Prefix."},
+	{"Pull", "pull", "Pull installs the published %[1]s build through systemd-importd and swaps it in (FORCE=1: even the installed build)."},
 }
 
 // Namespace is the Go type (and so the Mage namespace) of an image folder: its name in CamelCase, dashes

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,12 +19,58 @@ import (
 var Host = []string{
 	"debootstrap", "mmdebstrap", "systemd-container", "dbus", "tar", "xz-utils", "ca-certificates", "iproute2", "nftables",
 	"lxc", "haproxy", "btrfs-progs", "xfsprogs", "acl", "attr", "libcap2-bin", "openssl",
+	"gpg", // systemd-importd verifies signed images with it (machine:pull)
 	// building berth itself: go-lxc from Debian's package, with cgo
 	"golang-gopkg-lxc-go-lxc.v2-dev", "lxc-dev", "pkg-config", "gcc",
 }
 
 // Test lists what the test suite needs on top of Host.
 var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client", "shellcheck", "apt-utils"}
+
+// GoTools are the Go programs the test suite runs, installed with `go install` from the module proxy into
+// GoToolsDir: versitygw is the S3 server of the publish/pull system test.
+var GoTools = map[string]string{"versitygw": "github.com/versity/versitygw/cmd/versitygw@v1.8.0"}
+
+// TestCacheDir is where the tests cache what they make once (rootfs tarballs, Go tools):
+// $BERTH_TEST_CACHE, else the user's cache directory (not root) or /var/cache/berth-test.
+func TestCacheDir() string {
+	if d := os.Getenv("BERTH_TEST_CACHE"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil && os.Geteuid() != 0 {
+		return filepath.Join(d, "berth-test")
+	}
+	return "/var/cache/berth-test"
+}
+
+// GoToolsDir holds the installed GoTools, one directory per module version.
+func GoToolsDir() string { return filepath.Join(TestCacheDir(), "gotools") }
+
+// GoTool is the path of an installed Go tool of GoTools.
+func GoTool(name string) string {
+	return filepath.Join(GoToolsDir(), strings.NewReplacer("/", "_", "@", "_").Replace(GoTools[name]), name)
+}
+
+// InstallGoTools installs the GoTools missing from GoToolsDir (about two minutes for versitygw, once).
+func InstallGoTools(ctx context.Context) error {
+	for name, mod := range GoTools {
+		bin := GoTool(name)
+		if _, err := os.Stat(bin); err == nil {
+			continue
+		}
+		logger().Info("installing a Go tool for the tests", "tool", mod)
+		tmp := filepath.Dir(bin) + ".tmp"
+		os.RemoveAll(tmp)
+		if _, err := (run.Cmd{Argv: []string{"go", "install", mod}, Env: []string{"GOBIN=" + tmp}, Timeout: 20 * time.Minute}).Run(ctx); err != nil {
+			return err
+		}
+		os.RemoveAll(filepath.Dir(bin))
+		if err := os.Rename(tmp, filepath.Dir(bin)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Bench lists what the benchmark's baselines need on top of Host (which has debootstrap and mmdebstrap, the
 // bare bootstrap baselines): lxc-snapshot of a directory-backed container copies with rsync (only a

@@ -1,4 +1,4 @@
-package prereqs
+package prereqs_test
 
 import (
 	"context"
@@ -7,12 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"berth/internal/prereqs"
 	"berth/internal/testutil"
 )
 
 func TestMissing(t *testing.T) {
 	testutil.Require(t, "dpkg-query")
-	missing, err := Missing(context.Background(), []string{"dpkg", "berth-no-such-package"})
+	missing, err := prereqs.Missing(context.Background(), []string{"dpkg", "berth-no-such-package"})
 	if err != nil || !slices.Equal(missing, []string{"berth-no-such-package"}) {
 		t.Fatalf("missing = %v, %v", missing, err)
 	}
@@ -22,7 +23,7 @@ func TestMissing(t *testing.T) {
 // which the original's `sysctl -p` never loaded.
 func TestApplySysctls(t *testing.T) {
 	testutil.Require(t, "sysctl")
-	if err := ApplySysctls(context.Background(), SysctlFile); err != nil {
+	if err := prereqs.ApplySysctls(context.Background(), prereqs.SysctlFile); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
@@ -35,7 +36,7 @@ func TestApplySysctls(t *testing.T) {
 	if b, _ := os.ReadFile("/proc/sys/fs/inotify/max_user_watches"); strings.TrimSpace(string(b)) != "524288" {
 		t.Fatalf("max_user_watches %q", b)
 	}
-	if st, err := os.Stat(SysctlFile); err != nil || st.Mode().Perm() != 0o644 {
-		t.Fatalf("%s: %v %v", SysctlFile, st, err)
+	if st, err := os.Stat(prereqs.SysctlFile); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("%s: %v %v", prereqs.SysctlFile, st, err)
 	}
 }

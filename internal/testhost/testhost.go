@@ -81,6 +81,7 @@ type Options struct {
 	Binds         []string // extra --bind= for the boot ("src", "src:dst" or "src:dst:options")
 	ReadOnlyBinds []string // extra --bind-ro= for the boot, e.g. fixtures or a cached tarball the guest only reads
 	HostNetwork   bool     // share the VM's network namespace instead of a private one (see the package comment)
+	Bridge        string   // a bridge on the VM the guest's interface host0 joins (--network-bridge); the caller addresses it
 	// Tree, when set, is a rootfs directory (a berth base, say) the host boots a copy of instead of the
 	// cached tarball; it must hold systemd. Packages does not apply then.
 	Tree string
@@ -341,7 +342,10 @@ func (h *Host) nspawnArgv() []string {
 	argv := []string{"systemd-nspawn", "--boot", "--directory=" + h.Dir, "--machine=" + h.machine, "--hostname=" + h.Name,
 		"--capability=all", "--register=no", "--keep-unit", "--settings=no", "--link-journal=no", "--console=read-only",
 		"--setenv=SYSTEMD_COLORS=0"}
-	if !h.opts.HostNetwork {
+	switch {
+	case h.opts.Bridge != "":
+		argv = append(argv, "--network-bridge="+h.opts.Bridge)
+	case !h.opts.HostNetwork:
 		argv = append(argv, "--private-network")
 	}
 	for _, b := range h.opts.Binds {

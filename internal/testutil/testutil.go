@@ -14,6 +14,7 @@ import (
 
 	"berth/internal/fsx"
 	"berth/internal/lock"
+	"berth/internal/prereqs"
 	"berth/internal/run"
 )
 
@@ -52,15 +53,7 @@ func SkipOrFail(t testing.TB, why string) {
 // CacheDir is where integration tests keep rootfs tarballs and toolchain archives across tests and
 // packages of one run (and across runs on one machine): $BERTH_TEST_CACHE or /var/cache/berth-test, or for
 // a user other than root, who cannot write there, berth-test in the user's cache directory.
-func CacheDir() string {
-	if d := os.Getenv("BERTH_TEST_CACHE"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil && os.Geteuid() != 0 {
-		return filepath.Join(d, "berth-test")
-	}
-	return "/var/cache/berth-test"
-}
+func CacheDir() string { return prereqs.TestCacheDir() }
 
 // Mirror is the Debian archive tests debootstrap from: $BERTH_TEST_MIRROR or Debian's default.
 func Mirror() string {

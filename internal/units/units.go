@@ -63,6 +63,8 @@ const (
 	Renew        = "berth-relay-renew.service"
 	RenewTimer   = "berth-relay-renew.timer"
 	Machines     = "berth-machines.target"
+	Pull         = "berth-machines-pull.service"
+	PullTimer    = "berth-machines-pull.timer"
 )
 
 // EnvFile holds optional BERTH_* overrides for the units (systemd's EnvironmentFile= syntax).
@@ -79,6 +81,7 @@ const (
 	DemoStartTimeout    = 15 * time.Minute
 	DemoStopTimeout     = 5 * time.Minute
 	RenewTimeout        = 15 * time.Minute
+	PullTimeout         = 2 * time.Hour
 )
 
 // Option is one unit setting.
@@ -227,6 +230,7 @@ func Generate(c *config.Config) ([]File, error) {
 	}
 	g.renew()
 	g.machines()
+	g.pull()
 	slices.SortFunc(g.files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	return g.files, nil
 }
@@ -351,6 +355,27 @@ func (g *generator) renew() {
 		add("Timer", "Persistent", "true").
 		add("Install", "WantedBy", "timers.target")
 	add(RenewTimer, nil, b)
+}
+
+// pull adds berth-machines-pull.service and its timer when [Publish] PullEvery is set: new published builds
+// are pulled and the machines restarted one at a time, each waited on through its health check, stopping at
+// the first failure with an alert.
+func (g *generator) pull() {
+	c := g.c
+	if c.Publish.PullEvery == 0 {
+		return
+	}
+	b := (&builder{}).unit("Description", "berth machines: pull new published builds, one machine at a time").
+		unit("Wants", "network-online.target").
+		unit("After", "network-online.target "+Machines)
+	g.job(b, "pull", PullTimeout)
+	g.add(Pull, []string{"Started by " + PullTimer + " ([Publish] PullEvery)."}, b)
+	b = (&builder{}).unit("Description", "berth machines: pull new builds every "+Span(c.Publish.PullEvery)).
+		add("Timer", "OnBootSec", Span(c.Publish.PullEvery)).
+		add("Timer", "OnUnitActiveSec", Span(c.Publish.PullEvery)).
+		add("Timer", "RandomizedDelaySec", Span(c.Publish.PullEvery/10)).
+		add("Install", "WantedBy", "timers.target")
+	g.add(PullTimer, nil, b)
 }
 
 // machines adds berth-machines.target and the drop-ins that order the relay machines.

@@ -510,3 +510,22 @@ func sum(t *testing.T, p string) string {
 	}
 	return s
 }
+
+// TestPullTimer: berth-machines-pull.timer exists only with [Publish] PullEvery, and runs `berth pull`.
+func TestPullTimer(t *testing.T) {
+	if u := generate(t, loadConfig(t, "", nil)); u[PullTimer].Path != "" || u[Pull].Path != "" {
+		t.Fatal("a pull timer without [Publish] PullEvery")
+	}
+	u := generate(t, loadConfig(t, "[Publish]\nPullEvery=6h\n", nil))
+	if one(t, u[PullTimer], "Timer", "OnUnitActiveSec") != "6h" || one(t, u[PullTimer], "Install", "WantedBy") != "timers.target" {
+		t.Errorf("%s:\n%s", PullTimer, u[PullTimer].Bytes())
+	}
+	if got := one(t, u[Pull], "Service", "ExecStart"); got != "/usr/local/sbin/berth pull" {
+		t.Errorf("ExecStart=%s", got)
+	}
+	if _, err := config.LoadFrom(filepath.Join(t.TempDir(), "x"), func(k string) (string, bool) {
+		return "1min", k == "BERTH_PUBLISH_PULLEVERY"
+	}); err == nil || !strings.Contains(err.Error(), "[Publish] PullEvery") {
+		t.Errorf("PullEvery=1min: %v", err)
+	}
+}

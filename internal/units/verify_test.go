@@ -37,8 +37,9 @@ func TestVerifyGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, c := range map[string]*config.Config{
-		"defaults": def,
-		"2min":     loadConfig(t, "[Demo]\nSwitchEvery=2min\n", nil),
+		"defaults":   def,
+		"2min":       loadConfig(t, "[Demo]\nSwitchEvery=2min\n", nil),
+		"pull timer": loadConfig(t, "[Publish]\nPullEvery=6h\n", nil),
 		"48min, one machine, odd paths": loadConfig(t, "[Paths]\nBinary=/opt/my berth/100%/berth\nState=/root/s\n"+
 			"[Demo]\nSwitchEvery=48min\nUpgradeAt=00:00\n[Relay]\nMachines=strfry\n", nil),
 	} {
