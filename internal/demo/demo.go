@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"berth/internal/alert"
+	"berth/internal/budget"
 	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/haproxy"
@@ -32,7 +33,6 @@ import (
 
 // Timeouts of the demo's steps.
 var (
-	LockTimeout   = 3 * time.Hour // a switch waits out a nightly upgrade
 	HealthTimeout = 2 * time.Minute
 	StopTimeout   = 30 * time.Second
 	DrainTimeout  = 30 * time.Second
@@ -114,13 +114,13 @@ func (d *Demo) domain() string {
 
 // begin takes the demo's lock for what and loads its state; with built, it first checks that the demo is
 // built.
-func (d *Demo) begin(ctx context.Context, what string, built bool) (*lock.Lock, *State, error) {
+func (d *Demo) begin(ctx context.Context, job budget.Job, built bool) (*lock.Lock, *State, error) {
 	if built {
 		if err := d.requireBuilt(); err != nil {
 			return nil, nil, err
 		}
 	}
-	l, err := d.lock(ctx, what)
+	l, err := d.lock(ctx, job)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,12 +132,20 @@ func (d *Demo) begin(ctx context.Context, what string, built bool) (*lock.Lock, 
 	return l, st, nil
 }
 
-func (d *Demo) lock(ctx context.Context, what string) (*lock.Lock, error) {
+// lock takes the demo's lock for job, waiting at most its LockWait (internal/budget). A switch gives up at
+// once with a *lock.YieldError when a job it yields to holds the lock (budget.Yields).
+func (d *Demo) lock(ctx context.Context, job budget.Job) (*lock.Lock, error) {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, err
 	}
-	return lock.Acquire(ctx, filepath.Join(d.dir, "lock"), what, LockTimeout)
+	var yield func(lock.Info) bool
+	if job == budget.Switch {
+		yield = func(h lock.Info) bool { return budget.Yields(h.What) }
+	}
+	return lock.AcquireOrYield(ctx, d.lockPath(), job.What, job.LockWait, yield)
 }
+
+func (d *Demo) lockPath() string { return filepath.Join(d.dir, "lock") }
 
 func (d *Demo) statePath() string { return filepath.Join(d.dir, "state.json") }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"berth/internal/aptget"
+	"berth/internal/budget"
 	"berth/internal/clone"
 	"berth/internal/upgraded"
 )
@@ -29,7 +30,7 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	if err := d.hooks.Check(); err != nil {
 		return err
 	}
-	l, st, err := d.begin(ctx, "demo upgrade", true)
+	l, st, err := d.begin(ctx, budget.Upgrade, true)
 	if err != nil {
 		return err
 	}
