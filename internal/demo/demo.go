@@ -27,6 +27,7 @@ import (
 	"berth/internal/lxc"
 	"berth/internal/probe"
 	"berth/internal/storage"
+	"berth/internal/units"
 	"berth/internal/upgraded"
 	"berth/internal/wait"
 )
@@ -93,6 +94,7 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 	if d.payload.Scheme == "https" {
 		d.proxy.TLSTo = d.domain()
 	}
+	d.proxy.Unavailable = unavailablePage(d.cfg.SwitchEvery, time.Now())
 	d.hooks = upgraded.Hooks{Dir: d.cfg.Hooks, LogDir: filepath.Join(d.dir, "logs", "hooks"), Timeout: 30 * time.Minute}
 	be, err := storage.Pick(d.cfg.Backend, d.lxcPath)
 	if err != nil {
@@ -101,6 +103,15 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 	d.Backend = be.Name()
 	d.gens = storage.Store{Dir: d.store, Backend: be, IDBase: IDBase, IDs: lxc.IDs} // the containers are unprivileged
 	return d, nil
+}
+
+// unavailablePage is what the front answers (503) while no container serves: a switch or a repair is under
+// way, or the demo is down. The next switch's time is computed by HAProxy when it answers.
+func unavailablePage(every time.Duration, now time.Time) string {
+	_, off := now.Zone()
+	return "The demo is being reset or is unavailable. It will be back in a moment.\n\n" +
+		"The demo starts again from a clean state every " + units.Span(every) + "; next switch: " +
+		haproxy.NextTick(every, time.Duration(off)*time.Second) + ".\n"
 }
 
 func (d *Demo) bundle() string { return filepath.Join(d.dir, "tls", "demo.pem") }
@@ -203,7 +214,19 @@ func (d *Demo) healthy(ctx context.Context, name string) error {
 func (d *Demo) healthURL(name string) string { return d.probe().URL(d.ip(name)) }
 
 func (d *Demo) probe() probe.HTTP {
-	return probe.HTTP{Scheme: d.payload.Scheme, Port: d.payload.Port, Path: d.payload.HealthPath, Domain: d.domain()}
+	p := probe.HTTP{Scheme: d.payload.Scheme, Port: d.payload.Port, Path: d.payload.HealthPath, Domain: d.domain()}
+	if d.payload.LoginPath != "" {
+		// The image's demo login ([Serve] LoginPath): a visitor who changed the demo password makes the
+		// container unhealthy, and the next switch or repair takes the demo away from it.
+		p.Login = &probe.Login{Path: d.payload.LoginPath, Form: d.payload.LoginForm, User: d.cfg.User, Password: func() (string, error) {
+			b, err := os.ReadFile(d.passwordFile())
+			if err != nil {
+				return "", fmt.Errorf("the demo password: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}}
+	}
+	return p
 }
 
 func (d *Demo) ip(name string) netip.Addr { return d.net.Addr(slices.Index(d.cfg.Containers, name)) }

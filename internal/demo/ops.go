@@ -133,12 +133,21 @@ func (d *Demo) serve(ctx context.Context, st *State) error {
 	if st.Active != "" {
 		order = []string{st.Active, d.other(st.Active)}
 	}
-	chosen := ""
+	chosen, sick := "", ""
 	for _, n := range order {
-		if d.running(n) && d.healthy(ctx, n) == nil {
-			chosen = n
-			break
+		if !d.running(n) {
+			continue
 		}
+		if err := d.healthy(ctx, n); err != nil {
+			logger().Warn("running but unhealthy: taken out of service", "container", n, "err", err)
+			sick = n
+			continue
+		}
+		chosen = n
+		break
+	}
+	if sick != "" && sick == order[0] {
+		order = []string{order[1], sick} // the other one first: the sick one is reset before it serves again
 	}
 	for _, n := range order {
 		if chosen != "" {
