@@ -186,13 +186,7 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Serve.Port = n
 		return ""
 	},
-	"Serve.HealthPath": func(m *Manifest, _ *optional, _, v string) string {
-		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
-			return "expected a URL path starting with /"
-		}
-		m.Serve.HealthPath = v
-		return ""
-	},
+	"Serve.HealthPath": func(m *Manifest, _ *optional, _, v string) string { return urlPath(&m.Serve.HealthPath, v) },
 	"Serve.Private": func(m *Manifest, _ *optional, _, v string) string {
 		for _, p := range strings.Fields(v) {
 			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "{}\"'") {
@@ -211,13 +205,7 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		}
 		return ""
 	},
-	"Serve.LoginPath": func(m *Manifest, _ *optional, _, v string) string {
-		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
-			return "expected a URL path starting with /"
-		}
-		m.Serve.LoginPath = v
-		return ""
-	},
+	"Serve.LoginPath": func(m *Manifest, _ *optional, _, v string) string { return urlPath(&m.Serve.LoginPath, v) },
 	"Serve.LoginForm": func(m *Manifest, _ *optional, _, v string) string {
 		if !strings.Contains(v, "{password}") || strings.ContainsAny(v, " \t") {
 			return "expected a URL-encoded form with {password} (and usually {user}), such as user={user}&password={password}"
@@ -254,6 +242,15 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string { m.Certificate = v; return "" },
 	"Health.TCP":       func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
 	"Health.File":      func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
+}
+
+// urlPath sets *dst to v when v is a URL path.
+func urlPath(dst *string, v string) string {
+	if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
+		return "expected a URL path starting with /"
+	}
+	*dst = v
+	return ""
 }
 
 func yesNo(_ *Manifest, o *optional, key, v string) string {
