@@ -151,8 +151,11 @@ func (p *Proxy) Render(active string) []byte {
 		w("\tuser %[1]s\n\tgroup %[1]s\n\tchroot /var/lib/haproxy", proxyUser)
 	}
 	w("\thard-stop-after 60s\n\tnoreuseport\n")
-	w("defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s")
-	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 3\n\toption redispatch\n\toption forwardfor\n")
+	// The servers are containers on a local bridge: a connection takes well under a millisecond, so 1 s
+	// with two retries is ample, and a stopped or crashed container (whose address no longer answers
+	// ARP) gets the visitor the unavailable page within about 3 s rather than HAProxy's 5 s per attempt.
+	w("defaults\n\tmode http\n\ttimeout connect 1s\n\ttimeout client 60s\n\ttimeout server 60s")
+	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 2\n\toption redispatch\n\toption forwardfor\n")
 	w("frontend http\n\tbind %s", p.HTTP)
 	p.onlyDomain(w)
 	w("\thttp-request set-header X-Forwarded-Proto http")
