@@ -141,7 +141,8 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 	upTook := time.Since(upStart)
 	upgrade := run(t, "journalctl", "-q", "-o", "cat", "-u", "berth-demo-upgrade.service", "--since", since)
 	if r := strings.TrimSpace(run(t, "systemctl", "show", "-P", "Result", "berth-demo-upgrade.service")); r != "success" || strings.Contains(upgrade, "level=ERROR") {
-		t.Fatalf("the upgrade did not succeed within 8 minutes (Result=%s):\n%s", r, upgrade)
+		lxcLogs, _ := h.Run(ctx, "sh", "-c", "tail -n 15 /var/lib/berth/demo/logs/*.lxc.log; tail -n 30 /var/lib/berth/demo/logs/upgrade-*/apt.log; journalctl -q -o short-precise --since '"+since+"' | grep -v berth | tail -n 40")
+		t.Fatalf("the upgrade did not succeed within 8 minutes (Result=%s):\n%s\nLXC logs, apt log and the journal:\n%s", r, upgrade, lxcLogs)
 	}
 	sinceUpgrade := switches()
 	deadline = time.Now().Add(3 * time.Minute)
