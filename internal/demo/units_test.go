@@ -36,8 +36,12 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 		Packages:      []string{"lxc", "haproxy", "nftables", "iproute2", "systemd-container", "curl"},
 		ReadOnlyBinds: []string{base.Dir(c) + ":/var/lib/machines/.berth-base"}})
 	run := h.Must
+	// An LXC path of the test's own: test hosts share the VM's network namespace, where LXC's command
+	// sockets are abstract names made from the LXC path and the container's name, so two test hosts (two
+	// checkouts testing at once) with /var/lib/lxc/demo1 each would drive each other's containers.
 	env := demoEnv(t, "/var/lib/lxc", "dir")
-	conf := "[Demo]\nSwitchEvery=1min\n"
+	lxcPath := "/var/lib/lxc-" + env["BERTH_DEMO_BRIDGE"]
+	conf := "[Paths]\nLXC=" + lxcPath + "\n\n[Demo]\nSwitchEvery=1min\n"
 	for _, k := range []string{"IMAGE", "BACKEND", "BRIDGE", "SUBNET", "HTTP", "HTTPS", "HEALTHPATH"} {
 		conf += fmt.Sprintf("%s%s=%s\n", k[:1], strings.ToLower(k[1:]), env["BERTH_DEMO_"+k])
 	}
@@ -175,7 +179,7 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 	if strings.Contains(st, "demo1") {
 		idle = "demo2"
 	}
-	run(t, "rm", "/var/lib/lxc/"+idle+"/rootfs/usr/sbin/init")
+	run(t, "rm", lxcPath+"/"+idle+"/rootfs/usr/sbin/init")
 	run(t, "systemctl", "start", "--no-block", "berth-demo-switch.service")
 	deadline = time.Now().Add(3 * time.Minute)
 	var repair string
