@@ -55,6 +55,7 @@ func (Demo) Stop() error {
 // Switch hands the demo to the idle container and resets the other to its pristine state (the switch
 // timer, every [Demo] SwitchEvery). It fails, keeping the old container serving, when the idle one does not
 // become healthy; run by hand (not by systemd, whose OnFailure= does it) it then runs restoreCrash itself.
+// It skips its turn (exit 0, one log line) while an upgrade, a repair, a build or a start holds the demo.
 func (Demo) Switch() error {
 	return withDemo(func(d *demo.Demo, ctx context.Context) error {
 		_, err := d.Switch(ctx)
@@ -78,8 +79,9 @@ func (Demo) RestoreCrash() error {
 	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.RestoreCrash(ctx, os.Stdout) })
 }
 
-// Status shows the active container and its health, the proxy, next switch, last upgrade and its result,
-// quarantined hooks and the pristine generations.
+// Status shows the active container and its health, the proxy, whether the timers are installed and the
+// next switch (from the switch timer), last upgrade and its result, quarantined hooks, the pristine
+// generations and the last build's line per app.
 func (Demo) Status() error {
 	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.Status(ctx, os.Stdout) })
 }

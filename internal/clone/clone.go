@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -127,7 +128,12 @@ func TreeWith(ctx context.Context, src, dst string, m Method) (err error) {
 			// Clean up even when ctx is what failed.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), btrfsTimeout)
 			defer cancel()
-			if rerr := Remove(ctx, stage); rerr != nil {
+			rerr := Remove(ctx, stage)
+			if noSpace(err) {
+				// cp says it once per file: one line instead, measured after the partial copy is gone.
+				err = NoSpaceError(src, parent, m)
+			}
+			if rerr != nil {
 				err = fmt.Errorf("%w (and cleaning up %s: %w)", err, stage, rerr)
 			}
 		}
@@ -463,4 +469,38 @@ func Links(ctx context.Context, src, dst string) error {
 		os.RemoveAll(dst)
 	}
 	return err
+}
+
+// noSpace tells whether err comes from a full file system (cp's "No space left on device" or ENOSPC).
+func noSpace(err error) bool {
+	var re *run.Error
+	return err != nil && (errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) ||
+		errors.As(err, &re) && strings.Contains(re.Output, "No space left on device"))
+}
+
+// NoSpaceError says in one line that cloning src into dstParent with m did not fit: which file system, how
+// much the tree takes and how much is free there (after the partial copy is removed). A snapshot or a
+// reflink shares the data: it needs only metadata, which the message says rather than a size.
+func NoSpaceError(src, dstParent string, m Method) error {
+	where := dstParent
+	if t, err := FSType(dstParent); err == nil {
+		where = t + " file system of " + dstParent
+	}
+	if mnt, err := fsx.MountPoint(dstParent); err == nil {
+		where += " (mounted at " + mnt + ")"
+	}
+	free := "unknown"
+	var st unix.Statfs_t
+	if unix.Statfs(dstParent, &st) == nil {
+		free = fsx.Bytes(int64(st.Bavail) * st.Bsize)
+	}
+	need := "its metadata (" + string(m) + " shares the data)"
+	if m == Copy {
+		if n, err := fsx.DiskUsage(src); err == nil {
+			need = fsx.Bytes(n)
+		} else {
+			need = "unknown (" + err.Error() + ")"
+		}
+	}
+	return fmt.Errorf("clone %s by %s: no space left on the %s: needs %s, %s free: %w", src, m, where, need, free, unix.ENOSPC)
 }

@@ -1,6 +1,7 @@
 package clone
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -758,4 +759,30 @@ func BenchmarkClone(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestNoSpaceIsOneLine: a copy that does not fit fails with one line naming the file system, what the tree
+// needs and what is free, and leaves nothing behind.
+func TestNoSpaceIsOneLine(t *testing.T) {
+	needRoot(t)
+	mnt := mountFS(t, "ext4", 16<<20)
+	src := filepath.Join(t.TempDir(), "src")
+	must(t, os.MkdirAll(src, 0o755))
+	for i := range 30 {
+		must(t, os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), bytes.Repeat([]byte{byte(i + 1)}, 1<<20), 0o644))
+	}
+	dst := filepath.Join(mnt, "tree")
+	err := TreeWith(context.Background(), src, dst, Copy)
+	if err == nil || !errors.Is(err, unix.ENOSPC) || strings.Contains(err.Error(), "\n") ||
+		!strings.Contains(err.Error(), "no space left on the ext4 file system of "+mnt+" (mounted at "+mnt+")") ||
+		!strings.Contains(err.Error(), "needs 30.") || !strings.Contains(err.Error(), " free") {
+		t.Fatalf("want one line about the full file system, got %v", err)
+	}
+	left, _ := os.ReadDir(mnt)
+	for _, e := range left {
+		if e.Name() != "lost+found" {
+			t.Fatalf("left behind in %s: %s", mnt, e.Name())
+		}
+	}
+	t.Logf("%v", err)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"berth/internal/alert"
+	"berth/internal/budget"
 	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/haproxy"
@@ -26,13 +27,13 @@ import (
 	"berth/internal/lxc"
 	"berth/internal/probe"
 	"berth/internal/storage"
+	"berth/internal/units"
 	"berth/internal/upgraded"
 	"berth/internal/wait"
 )
 
 // Timeouts of the demo's steps.
 var (
-	LockTimeout   = 3 * time.Hour // a switch waits out a nightly upgrade
 	HealthTimeout = 2 * time.Minute
 	StopTimeout   = 30 * time.Second
 	DrainTimeout  = 30 * time.Second
@@ -93,6 +94,7 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 	if d.payload.Scheme == "https" {
 		d.proxy.TLSTo = d.domain()
 	}
+	d.proxy.Unavailable = unavailablePage(d.cfg.SwitchEvery, time.Now())
 	d.hooks = upgraded.Hooks{Dir: d.cfg.Hooks, LogDir: filepath.Join(d.dir, "logs", "hooks"), Timeout: 30 * time.Minute}
 	be, err := storage.Pick(d.cfg.Backend, d.lxcPath)
 	if err != nil {
@@ -101,6 +103,15 @@ func Open(c *config.Config, fsys fs.FS) (*Demo, error) {
 	d.Backend = be.Name()
 	d.gens = storage.Store{Dir: d.store, Backend: be, IDBase: IDBase, IDs: lxc.IDs} // the containers are unprivileged
 	return d, nil
+}
+
+// unavailablePage is what the front answers (503) while no container serves: a switch or a repair is under
+// way, or the demo is down. The next switch's time is computed by HAProxy when it answers.
+func unavailablePage(every time.Duration, now time.Time) string {
+	_, off := now.Zone()
+	return "The demo is being reset or is unavailable. It will be back in a moment.\n\n" +
+		"The demo starts again from a clean state every " + units.Span(every) + "; next switch: " +
+		haproxy.NextTick(every, time.Duration(off)*time.Second) + ".\n"
 }
 
 func (d *Demo) bundle() string { return filepath.Join(d.dir, "tls", "demo.pem") }
@@ -114,13 +125,13 @@ func (d *Demo) domain() string {
 
 // begin takes the demo's lock for what and loads its state; with built, it first checks that the demo is
 // built.
-func (d *Demo) begin(ctx context.Context, what string, built bool) (*lock.Lock, *State, error) {
+func (d *Demo) begin(ctx context.Context, job budget.Job, built bool) (*lock.Lock, *State, error) {
 	if built {
 		if err := d.requireBuilt(); err != nil {
 			return nil, nil, err
 		}
 	}
-	l, err := d.lock(ctx, what)
+	l, err := d.lock(ctx, job)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,12 +143,20 @@ func (d *Demo) begin(ctx context.Context, what string, built bool) (*lock.Lock, 
 	return l, st, nil
 }
 
-func (d *Demo) lock(ctx context.Context, what string) (*lock.Lock, error) {
+// lock takes the demo's lock for job, waiting at most its LockWait (internal/budget). A switch gives up at
+// once with a *lock.YieldError when a job it yields to holds the lock (budget.Yields).
+func (d *Demo) lock(ctx context.Context, job budget.Job) (*lock.Lock, error) {
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, err
 	}
-	return lock.Acquire(ctx, filepath.Join(d.dir, "lock"), what, LockTimeout)
+	var yield func(lock.Info) bool
+	if job == budget.Switch {
+		yield = func(h lock.Info) bool { return budget.Yields(h.What) }
+	}
+	return lock.AcquireOrYield(ctx, d.lockPath(), job.What, job.LockWait, yield)
 }
+
+func (d *Demo) lockPath() string { return filepath.Join(d.dir, "lock") }
 
 func (d *Demo) statePath() string { return filepath.Join(d.dir, "state.json") }
 
@@ -195,7 +214,19 @@ func (d *Demo) healthy(ctx context.Context, name string) error {
 func (d *Demo) healthURL(name string) string { return d.probe().URL(d.ip(name)) }
 
 func (d *Demo) probe() probe.HTTP {
-	return probe.HTTP{Scheme: d.payload.Scheme, Port: d.payload.Port, Path: d.payload.HealthPath, Domain: d.domain()}
+	p := probe.HTTP{Scheme: d.payload.Scheme, Port: d.payload.Port, Path: d.payload.HealthPath, Domain: d.domain()}
+	if d.payload.LoginPath != "" {
+		// The image's demo login ([Serve] LoginPath): a visitor who changed the demo password makes the
+		// container unhealthy, and the next switch or repair takes the demo away from it.
+		p.Login = &probe.Login{Path: d.payload.LoginPath, Form: d.payload.LoginForm, User: d.cfg.User, Password: func() (string, error) {
+			b, err := os.ReadFile(d.passwordFile())
+			if err != nil {
+				return "", fmt.Errorf("the demo password: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}}
+	}
+	return p
 }
 
 func (d *Demo) ip(name string) netip.Addr { return d.net.Addr(slices.Index(d.cfg.Containers, name)) }

@@ -129,6 +129,49 @@ func TestDemoOnLXC(t *testing.T) {
 			d.Backend, strings.Fields(string(du))[0], time.Since(start).Round(time.Millisecond))
 	})
 
+	t.Run("both containers stopped: the unavailable page", func(t *testing.T) {
+		for _, n := range d.cfg.Containers {
+			if err := d.stop(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		code, body, err := proxyGet(httpURL + "/")
+		took := time.Since(start)
+		want := nextSwitch(time.Now(), c.Demo.SwitchEvery).Format("15:04 -0700")
+		if err != nil || code != 503 || !strings.Contains(body, "The demo is being reset or is unavailable") || !strings.Contains(body, "next switch: "+want+".") {
+			t.Fatalf("both containers stopped: %d %q %v; want 503 and the next switch at %s", code, body, err, want)
+		}
+		t.Logf("both containers stopped: %d in %s:\n%s", code, took.Round(time.Millisecond), body)
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		expectBody(t, httpURL+"/", "berth demo "+oneServing(t, d)+"\n")
+	})
+
+	t.Run("a changed demo password takes the container out of service", func(t *testing.T) {
+		sick := oneServing(t, d)
+		attach(t, d, sick, "sh", "-c", "echo 'demo:{PLAIN}changed-by-a-visitor' > /etc/nginx/demo.htpasswd")
+		err := d.healthy(ctx, sick)
+		if err == nil || !strings.Contains(err.Error(), "401") {
+			t.Fatalf("%s with the demo password changed: health %v", sick, err)
+		}
+		// The next health check (demo:start, or a switch's or repair's first step) moves the demo away.
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		now := oneServing(t, d)
+		if now == sick {
+			t.Fatalf("%s still serves with a broken demo login", sick)
+		}
+		expectBody(t, httpURL+"/", "berth demo "+now+"\n")
+		st, _ := d.load()
+		if st.Dirty[sick] || d.running(sick) {
+			t.Fatalf("%s is not reset after it was taken out of service: dirty %v, running %v", sick, st.Dirty[sick], d.running(sick))
+		}
+		t.Logf("%s: %v → %s serves, %s stopped and reset", sick, err, now, sick)
+	})
+
 	t.Run("20 switches under load", func(t *testing.T) {
 		stop := proxyLoad(t, httpURL+"/", 20*time.Millisecond)
 		first := oneServing(t, d)
@@ -215,6 +258,23 @@ func TestDemoOnLXC(t *testing.T) {
 		} else {
 			t.Logf("[Demo] AlertCommand got: %s", strings.TrimSpace(string(b)))
 		}
+	})
+
+	t.Run("two upgrades with nothing to upgrade keep the generation", func(t *testing.T) {
+		before, _ := d.generations()
+		for i := range 2 {
+			start := time.Now()
+			if err := d.Upgrade(ctx); err != nil {
+				t.Fatal(err)
+			}
+			after, _ := d.generations()
+			st, _ := d.load()
+			if !slices.Equal(before, after) || !strings.HasPrefix(st.UpgradeNote, "unchanged: generation "+before[len(before)-1]) {
+				t.Fatalf("upgrade %d with nothing to upgrade: generations %v → %v, recorded %q", i+1, before, after, st.UpgradeNote)
+			}
+			t.Logf("upgrade %d in %s: generations still %v; recorded %q", i+1, time.Since(start).Round(time.Second), after, st.UpgradeNote)
+		}
+		oneServing(t, d)
 	})
 
 	t.Run("an upgrade whose apt fails changes nothing", func(t *testing.T) {
@@ -331,7 +391,7 @@ func TestDemoOnLXC(t *testing.T) {
 		return cmd
 	}
 
-	t.Run("switch, upgrade and switch together run one after another", func(t *testing.T) {
+	t.Run("switch, upgrade and switch together: one after another, or the second switch skips its turn", func(t *testing.T) {
 		type res struct {
 			name       string
 			out        string
@@ -348,21 +408,31 @@ func TestDemoOnLXC(t *testing.T) {
 			}()
 			time.Sleep(300 * time.Millisecond)
 		}
-		waited := 0
+		// The upgrade waits for the first switch. The second switch waits too, then either finds the
+		// upgrade holding the demo and skips its turn (exit 0, one line naming it), or took the lock first.
+		queued, skipped := 0, 0
 		for range 3 {
 			r := <-ch
 			t.Logf("%s from %s to %s:\n%s", r.name, r.start.Format("15:04:05.000"), r.end.Format("15:04:05.000"), r.out)
 			if r.err != nil {
 				t.Fatalf("%s: %v\n%s", r.name, r.err, r.out)
 			}
+			if strings.Contains(r.out, "switch skipped") || strings.Contains(r.out, "waiting for lock") && strings.Contains(r.out, "(demo ") {
+				queued++
+			}
 			if strings.Contains(r.out, "waiting for lock") && strings.Contains(r.out, "(demo ") {
-				waited++
 				i := strings.Index(r.out, "waiting for lock")
 				t.Logf("%s: %s", r.name, strings.SplitN(r.out[i:], "\n", 2)[0])
 			}
+			if strings.Contains(r.out, "switch skipped") {
+				if !strings.Contains(r.out, `job="demo upgrade"`) || strings.Count(r.out, "switch skipped") != 1 {
+					t.Fatalf("a skipped switch must name the upgrade once:\n%s", r.out)
+				}
+				skipped++
+			}
 		}
-		if waited != 2 {
-			t.Fatalf("%d of 3 runs waited for the lock, want 2", waited)
+		if queued != 2 || skipped > 1 {
+			t.Fatalf("%d of 3 runs waited for the lock or skipped (want 2), %d skipped (want at most 1)", queued, skipped)
 		}
 		oneServing(t, d)
 	})

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"berth/internal/base"
+	"berth/internal/budget"
 	"berth/internal/clone"
 	"berth/internal/hostnet"
 	"berth/internal/image"
+	"berth/internal/lock"
 	"berth/internal/tlsx"
 	shipped "berth/upgrade.d"
 )
@@ -41,7 +43,7 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.Check(); err != nil {
 		return err
 	}
-	l, st, err := d.begin(ctx, "demo build", false)
+	l, st, err := d.begin(ctx, budget.Build, false)
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,7 @@ func (d *Demo) buildPristine(ctx context.Context, st *State) (string, error) {
 // ImportHooks brings an original tool's upgrade.d at src into [Demo] Hooks (upgraded.Hooks.Import), under the
 // demo's lock, writing one line per file to w.
 func (d *Demo) ImportHooks(ctx context.Context, src string, w io.Writer) error {
-	l, err := d.lock(ctx, "demo importHooks")
+	l, err := d.lock(ctx, budget.ImportHooks)
 	if err != nil {
 		return err
 	}
@@ -131,12 +133,21 @@ func (d *Demo) serve(ctx context.Context, st *State) error {
 	if st.Active != "" {
 		order = []string{st.Active, d.other(st.Active)}
 	}
-	chosen := ""
+	chosen, sick := "", ""
 	for _, n := range order {
-		if d.running(n) && d.healthy(ctx, n) == nil {
-			chosen = n
-			break
+		if !d.running(n) {
+			continue
 		}
+		if err := d.healthy(ctx, n); err != nil {
+			logger().Warn("running but unhealthy: taken out of service", "container", n, "err", err)
+			sick = n
+			continue
+		}
+		chosen = n
+		break
+	}
+	if sick != "" && sick == order[0] {
+		order = []string{order[1], sick} // the other one first: the sick one is reset before it serves again
 	}
 	for _, n := range order {
 		if chosen != "" {
@@ -186,7 +197,7 @@ func (d *Demo) serve(ctx context.Context, st *State) error {
 
 // Start brings the demo up (at boot): bridge and NAT, one healthy container, the proxy. Idempotent.
 func (d *Demo) Start(ctx context.Context) error {
-	l, st, err := d.begin(ctx, "demo start", true)
+	l, st, err := d.begin(ctx, budget.Start, true)
 	if err != nil {
 		return err
 	}
@@ -202,7 +213,7 @@ func (d *Demo) Start(ctx context.Context) error {
 
 // Stop brings the demo down (at shutdown): the proxy, both containers, the NAT rules. The bridge stays.
 func (d *Demo) Stop(ctx context.Context) error {
-	l, err := d.lock(ctx, "demo stop")
+	l, err := d.lock(ctx, budget.Stop)
 	if err != nil {
 		return err
 	}
@@ -218,7 +229,15 @@ func (d *Demo) Stop(ctx context.Context) error {
 // gets the traffic (requests in flight on the old one finish), and the old one is stopped and reset. When
 // the idle one does not become healthy the old one keeps serving and the switch fails with an alert.
 func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
-	l, st, err := d.begin(ctx, "demo switch", true)
+	l, st, err := d.begin(ctx, budget.Switch, true)
+	if y := (*lock.YieldError)(nil); errors.As(err, &y) {
+		// An upgrade (or a repair, a build, a start) holds the demo: this turn is skipped, not failed, so
+		// that no repair starts and no alert goes out; it leaves a container serving when it ends.
+		logger().Info("switch skipped: another job holds the demo", "job", y.Holder.What, "pid", y.Holder.Pid,
+			"since", y.Holder.Since.Format(time.DateTime))
+		t.Skipped = y.Holder
+		return t, nil
+	}
 	if err != nil {
 		return t, err
 	}
@@ -280,4 +299,5 @@ func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
 type SwitchTimes struct {
 	From, To      string
 	Switch, Reset time.Duration
+	Skipped       lock.Info // the job that held the demo when the switch skipped its turn
 }

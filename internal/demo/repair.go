@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"berth/internal/budget"
 	"berth/internal/clone"
 )
 
@@ -21,7 +22,7 @@ import (
 // serving when it is healthy; otherwise a healthy one takes over. It writes what it repaired and how to w,
 // and fails when a container could not be repaired.
 func (d *Demo) RestoreCrash(ctx context.Context, w io.Writer) error {
-	l, st, err := d.begin(ctx, "demo restoreCrash", true)
+	l, st, err := d.begin(ctx, budget.RestoreCrash, true)
 	if err != nil {
 		return err
 	}
@@ -133,8 +134,9 @@ func (d *Demo) repair(ctx context.Context, st *State, name string) (string, erro
 		d.cfg.Image, g, strings.Join(gens, ", "), d.store), nil
 }
 
-// Status writes the demo's state: backend, active container and its health, next switch, last upgrade and
-// its result, quarantined hooks, generations.
+// Status writes the demo's state: backend, active container and its health, whether the timers are
+// installed and the next switch (from the switch timer), last upgrade and its result, quarantined hooks,
+// generations, and the per-app summary of the last build.
 func (d *Demo) Status(ctx context.Context, w io.Writer) error {
 	st, err := d.load()
 	if err != nil {
@@ -171,7 +173,9 @@ func (d *Demo) Status(ctx context.Context, w io.Writer) error {
 	}
 	fmt.Fprintf(tw, "proxy\t%s (HTTP %s, HTTPS %s)\n", proxy, d.cfg.HTTP, d.cfg.HTTPS)
 	fmt.Fprintf(tw, "last switch\t%s\n", stamp(st.LastSwitch))
-	fmt.Fprintf(tw, "next switch\t%s\n", nextSwitch(time.Now(), d.cfg.SwitchEvery).Format("2006-01-02 15:04:05"))
+	for _, r := range d.statusTimers(ctx) {
+		fmt.Fprintln(tw, r)
+	}
 	fmt.Fprintf(tw, "last upgrade\t%s %s\n", stamp(st.LastUpgrade), st.UpgradeNote)
 	q, _ := d.hooks.Quarantined()
 	fmt.Fprintf(tw, "quarantined hooks\t%d %s\n", len(q), strings.Join(q, " "))
@@ -180,6 +184,12 @@ func (d *Demo) Status(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(tw, "generations\t%s (newest first; the first is the pristine state)\n", strings.Join(gens, " "))
 	if b, err := os.ReadDir(filepath.Join(d.store, "broken")); err == nil && len(b) > 0 {
 		fmt.Fprintf(tw, "broken generations\t%d under %s/broken\n", len(b), d.store)
+	}
+	if apps, log := d.apps(); len(apps) > 0 {
+		fmt.Fprintf(tw, "apps	from the last build's log %s\n", log)
+		for _, a := range apps {
+			fmt.Fprintf(tw, "\t%s\n", a)
+		}
 	}
 	return nil
 }
@@ -200,7 +210,7 @@ func nextSwitch(now time.Time, every time.Duration) time.Time {
 // Destroy removes the containers, the pristine generations and the proxy with its configuration. The host
 // preparation (bridge, sysctl, certificate) and the hooks stay.
 func (d *Demo) Destroy(ctx context.Context) error {
-	l, err := d.lock(ctx, "demo destroy")
+	l, err := d.lock(ctx, budget.Destroy)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 
+	"berth/internal/budget"
 	"berth/internal/config"
 	"berth/internal/haproxy"
 	"berth/internal/lock"
@@ -14,7 +15,7 @@ import (
 // Begin takes the demo's lock for what, once it is built, and loads its state: Save the state and Release
 // the lock when done.
 func (d *Demo) Begin(ctx context.Context, what string) (*lock.Lock, *State, error) {
-	return d.begin(ctx, what, true)
+	return d.begin(ctx, budget.Job{What: what, LockWait: budget.Switch.LockWait}, true)
 }
 
 // Save records st.

@@ -17,8 +17,9 @@ import (
 )
 
 // TestDemoUnitsOnSystemd runs the demo under its generated units in a booted systemd test host: the compiled
-// binary builds the demo and installs the units; the switch timer (every 2 minutes) rotates the containers;
-// a switch onto a broken container starts the repair through OnFailure=; after a reboot the demo serves
+// binary builds the demo and installs the units; the switch timer (every minute) rotates the containers;
+// an upgrade held up by a sleeping hook makes the switches skip their turns (no repair, no alert) until it
+// ends; a switch onto a broken container starts the repair through OnFailure=; after a reboot the demo serves
 // again; units:uninstall leaves nothing behind. The test host shares the VM's network namespace (its
 // nested image build needs the Debian mirror), so the demo's bridge and NAT are the test's own, removed at
 // the end.
@@ -35,8 +36,12 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 		Packages:      []string{"lxc", "haproxy", "nftables", "iproute2", "systemd-container", "curl"},
 		ReadOnlyBinds: []string{base.Dir(c) + ":/var/lib/machines/.berth-base"}})
 	run := h.Must
+	// An LXC path of the test's own: test hosts share the VM's network namespace, where LXC's command
+	// sockets are abstract names made from the LXC path and the container's name, so two test hosts (two
+	// checkouts testing at once) with /var/lib/lxc/demo1 each would drive each other's containers.
 	env := demoEnv(t, "/var/lib/lxc", "dir")
-	conf := "[Demo]\nSwitchEvery=2min\n"
+	lxcPath := "/var/lib/lxc-" + env["BERTH_DEMO_BRIDGE"]
+	conf := "[Paths]\nLXC=" + lxcPath + "\n\n[Demo]\nSwitchEvery=1min\n"
 	for _, k := range []string{"IMAGE", "BACKEND", "BRIDGE", "SUBNET", "HTTP", "HTTPS", "HEALTHPATH"} {
 		conf += fmt.Sprintf("%s%s=%s\n", k[:1], strings.ToLower(k[1:]), env["BERTH_DEMO_"+k])
 	}
@@ -86,6 +91,13 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 			t.Fatalf("%s is not listed", tm)
 		}
 	}
+	// demo:status says the timers are installed and takes the next switch from the switch timer.
+	status := run(t, "/root/berth", "demo:status")
+	if !strings.Contains(status, "installed: berth-demo-switch.timer active, berth-demo-upgrade.timer active") ||
+		!strings.Contains(status, "(from berth-demo-switch.timer)") {
+		t.Fatalf("demo:status with the timers installed:\n%s", status)
+	}
+	t.Logf("demo:status:\n%s", grepLines(status, "timers", "next switch"))
 
 	switches := func() int {
 		out, _ := h.Run(ctx, "journalctl", "-q", "-o", "cat", "-u", "berth-demo-switch.service")
@@ -111,13 +123,64 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 	t.Logf("two switches by the timer (ExecStart %s); active %v; journal:\n%s", run(t, "systemctl", "show", "-P", "ExecStart", "berth-demo-switch.service"),
 		seen, grepLines(journal, "switched"))
 
-	// A broken idle container: the next switch fails, OnFailure= starts the repair.
+	// An upgrade that lasts over two switch ticks (a one-shot hook sleeps 130 s, after the clone's boot and
+	// apt): the switches that fire meanwhile skip their turn, naming the upgrade; no repair starts, no
+	// alert goes out; the switches resume after it.
+	run(t, "sh", "-c", "printf '#!/bin/sh\\nsleep 130\\n' > /var/lib/berth/upgrade.d/50-sleep && chmod 755 /var/lib/berth/upgrade.d/50-sleep")
+	alertLines := func() string {
+		return strings.TrimSpace(run(t, "sh", "-c", "cat /var/lib/berth/demo/alerts.log 2>/dev/null | wc -l"))
+	}
+	alertsBefore := alertLines()
+	repairsBefore := strings.TrimSpace(run(t, "systemctl", "show", "-P", "InactiveExitTimestampMonotonic", "berth-demo-restore-crash.service"))
+	since := strings.TrimSpace(run(t, "date", "+%Y-%m-%d %H:%M:%S"))
+	run(t, "systemctl", "start", "--no-block", "berth-demo-upgrade.service")
+	upStart := time.Now()
+	deadline = time.Now().Add(8 * time.Minute)
+	for time.Now().Before(deadline) {
+		time.Sleep(5 * time.Second)
+		if out, _ := h.Run(ctx, "systemctl", "is-active", "berth-demo-upgrade.service"); strings.TrimSpace(out) == "inactive" || strings.TrimSpace(out) == "failed" {
+			break
+		}
+	}
+	upTook := time.Since(upStart)
+	upgrade := run(t, "journalctl", "-q", "-o", "cat", "-u", "berth-demo-upgrade.service", "--since", since)
+	if r := strings.TrimSpace(run(t, "systemctl", "show", "-P", "Result", "berth-demo-upgrade.service")); r != "success" || strings.Contains(upgrade, "level=ERROR") {
+		lxcLogs, _ := h.Run(ctx, "sh", "-c", "tail -n 15 /var/lib/berth/demo/logs/*.lxc.log; tail -n 30 /var/lib/berth/demo/logs/upgrade-*/apt.log; journalctl -q -o short-precise --since '"+since+"' | grep -v berth | tail -n 40")
+		t.Fatalf("the upgrade did not succeed within 8 minutes (Result=%s):\n%s\nLXC logs, apt log and the journal:\n%s", r, upgrade, lxcLogs)
+	}
+	sinceUpgrade := switches()
+	deadline = time.Now().Add(3 * time.Minute)
+	for switches() == sinceUpgrade && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Second)
+	}
+	swj := run(t, "journalctl", "-q", "-o", "short-precise", "-u", "berth-demo-switch.service", "--since", since)
+	skips := grepLines(swj, "switch skipped")
+	failedSwitches := grepLines(swj, "Failed with result", "level=ERROR")
+	alertsAfter := alertLines()
+	repairsAfter := strings.TrimSpace(run(t, "systemctl", "show", "-P", "InactiveExitTimestampMonotonic", "berth-demo-restore-crash.service"))
+	if strings.Count(skips, "switch skipped") < 2 || !strings.Contains(skips, `job="demo upgrade"`) || failedSwitches != "" ||
+		alertsAfter != alertsBefore || repairsAfter != repairsBefore || switches() == sinceUpgrade {
+		t.Fatalf("during a %s upgrade: skipped switches:\n%s\nfailed: %q; alerts %s → %s lines; repair started at %s → %s; switches after it: %d → %d\nswitch journal:\n%s",
+			upTook.Round(time.Second), skips, failedSwitches, alertsBefore, alertsAfter, repairsBefore, repairsAfter, sinceUpgrade, switches(), swj)
+	}
+	t.Logf("an upgrade of %s (a hook sleeping 130 s) under a 1-minute switch timer:\n%s\nno failed switch, alerts.log %s → %s lines, restore-crash not started (%s), then:\n%s",
+		upTook.Round(time.Second), skips, alertsBefore, alertsAfter, repairsAfter, grepLines(swj, "msg=switched"))
+
+	// A broken idle container: the next switch fails, OnFailure= starts the repair. The timer is stopped
+	// first, so that no switch resets the container between the damage and the switch that finds it.
+	run(t, "systemctl", "stop", "berth-demo-switch.timer")
+	for end := time.Now().Add(2 * time.Minute); time.Now().Before(end); time.Sleep(time.Second) {
+		if out, _ := h.Run(ctx, "systemctl", "is-active", "berth-demo-switch.service"); strings.TrimSpace(out) != "activating" {
+			break
+		}
+	}
 	st := active()
 	idle := "demo1"
 	if strings.Contains(st, "demo1") {
 		idle = "demo2"
 	}
-	run(t, "rm", "/var/lib/lxc/"+idle+"/rootfs/usr/sbin/init")
+	run(t, "rm", lxcPath+"/"+idle+"/rootfs/usr/sbin/init")
+	run(t, "systemctl", "start", "--no-block", "berth-demo-switch.service")
 	deadline = time.Now().Add(3 * time.Minute)
 	var repair string
 	for time.Now().Before(deadline) {

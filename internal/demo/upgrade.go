@@ -7,10 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"berth/internal/aptget"
+	"berth/internal/budget"
+	"berth/internal/fsx"
 	"berth/internal/upgraded"
 )
 
@@ -28,7 +31,7 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	if err := d.hooks.Check(); err != nil {
 		return err
 	}
-	l, st, err := d.begin(ctx, "demo upgrade", true)
+	l, st, err := d.begin(ctx, budget.Upgrade, true)
 	if err != nil {
 		return err
 	}
@@ -90,18 +93,46 @@ func (d *Demo) Upgrade(ctx context.Context) error {
 	if err := d.gens.Settle(ctx, prev, cand); err != nil {
 		return finish("failed", err)
 	}
-	g, err := d.addGeneration(ctx, st, cand)
-	if err != nil {
-		return finish("failed", err)
+	g, changed := prev, d.changed(prev, cand)
+	if changed != "" {
+		if g, err = d.addGeneration(ctx, st, cand); err != nil {
+			return finish("failed", err)
+		}
 	}
 	archived, err := d.archive(results)
 	if err != nil {
 		return finish("failed", err)
 	}
 	q, _ := d.hooks.Quarantined()
+	if changed == "" {
+		note := fmt.Sprintf("unchanged: generation %s stays the pristine state; hooks archived: %d, quarantined: %d", prev, len(archived), len(q))
+		logger().Info("upgrade changed nothing", "generation", prev, "archived", archived, "logs", logDir)
+		return finish(note, nil)
+	}
 	note := fmt.Sprintf("generation %s from %s; hooks archived: %d, quarantined: %d", g, prev, len(archived), len(q))
-	logger().Info("upgraded", "generation", g, "previous", prev, "archived", archived, "logs", logDir)
+	logger().Info("upgraded", "generation", g, "previous", prev, "first_change", changed, "archived", archived, "logs", logDir)
 	return finish(note, nil)
+}
+
+// Volatile are the paths of a container's tree that change at every boot and every apt update whatever the
+// upgrade did (logs, caches, apt's lists, systemd's and the shell's state, temporary files); the image adds
+// its own ([Serve] Volatile: its databases' files). Changes there alone do not make a new generation.
+var Volatile = []string{"/tmp", "/var/tmp", "/run", "/var/log", "/var/cache", "/var/lib/apt/lists", "/var/lib/systemd",
+	"/var/backups", "/var/lib/logrotate", "/var/lib/dhcp", "/var/lib/php/sessions", "/root/.bash_history", "/root/.lesshst"}
+
+// changed names the first difference between generation prev and the upgraded tree at cand, outside the
+// volatile paths ("" when there is none: the upgrade changed nothing). When the trees cannot be compared it
+// says why, and the upgrade makes a generation as if they differed.
+func (d *Demo) changed(prev, cand string) string {
+	skip := map[string]bool{}
+	for _, p := range append(slices.Clone(Volatile), d.payload.Volatile...) {
+		skip[strings.TrimPrefix(p, "/")] = true
+	}
+	diff, err := fsx.TreeDiff(d.genDir(prev), cand, func(rel string) bool { return skip[rel] })
+	if err != nil {
+		return "the trees could not be compared: " + err.Error()
+	}
+	return diff
 }
 
 // archive moves the one-shot hooks that ran (all successfully) to the archive.

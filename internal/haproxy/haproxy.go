@@ -44,6 +44,23 @@ type Proxy struct {
 	// TLSTo is the server name (SNI) to talk HTTPS to the servers with, for a payload that serves HTTPS only;
 	// empty: plain HTTP. With it, the HTTP frontend redirects visitors to https.
 	TLSTo string
+	// Unavailable is the plain-text page the front answers, with status 503, when it cannot reach the active
+	// server (stopped, being reset, crashed) instead of HAProxy's bare 503. It is a log-format string
+	// (HAProxy's http-error lf-string), evaluated at each such request: NextTick puts in a time computed then.
+	Unavailable string
+}
+
+// NextTick is a log-format expression for Unavailable: the next multiple of every since local midnight
+// ("15:30 +0100"), as a timer with OnCalendar= at those times fires, computed by HAProxy when it answers.
+// offset is the local time's offset from UTC when the configuration is rendered (a change, at daylight
+// saving time, is a new configuration at the next Ensure).
+func NextTick(every time.Duration, offset time.Duration) string {
+	e, o := int64(every/time.Second), int64(offset/time.Second)
+	if e <= 0 {
+		e = 1
+	}
+	// date is UTC seconds; local = date+o; next = (local/e+1)*e; back to UTC to format in local time.
+	return fmt.Sprintf("%%[date,add(%d),div(%d),add(1),mul(%d),sub(%d),ltime(%%H:%%M %%z)]", o, e, e, o)
 }
 
 const (
@@ -134,8 +151,12 @@ func (p *Proxy) Render(active string) []byte {
 		w("\tuser %[1]s\n\tgroup %[1]s\n\tchroot /var/lib/haproxy", proxyUser)
 	}
 	w("\thard-stop-after 60s\n\tnoreuseport\n")
-	w("defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s")
-	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 3\n\toption redispatch\n\toption forwardfor\n")
+	// The servers are containers on a local bridge: a connection takes well under a millisecond, so 1 s
+	// with two retries is ample, and a stopped or crashed container (whose address no longer answers
+	// ARP) gets the visitor the unavailable page within seconds (6 s measured on a loaded test VM) rather
+	// than after 5 s per attempt.
+	w("defaults\n\tmode http\n\ttimeout connect 1s\n\ttimeout client 60s\n\ttimeout server 60s")
+	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 2\n\toption redispatch\n\toption forwardfor\n")
 	w("frontend http\n\tbind %s", p.HTTP)
 	p.onlyDomain(w)
 	w("\thttp-request set-header X-Forwarded-Proto http")
@@ -149,6 +170,10 @@ func (p *Proxy) Render(active string) []byte {
 		w("\thttp-request set-header X-Forwarded-Proto https\n\tdefault_backend %s\n", proxyBackend)
 	}
 	w("backend %s\n\tbalance first", proxyBackend)
+	if p.Unavailable != "" {
+		w("\thttp-error status 503 content-type \"text/plain; charset=utf-8\" hdr Retry-After 60 hdr Cache-Control no-store lf-string \"%s\"",
+			hapQuote(p.Unavailable))
+	}
 	tls := ""
 	if p.TLSTo != "" { // the payload's own certificate is self-signed: the proxy checks the name, not the chain
 		tls = " ssl verify none sni str(" + p.TLSTo + ")"
@@ -501,4 +526,10 @@ func (p *Proxy) table(ctx context.Context, cmd, sep string) ([]map[string]string
 		return nil, fmt.Errorf("demo proxy: %s: unexpected answer %q", cmd, strings.TrimSpace(out))
 	}
 	return rows, nil
+}
+
+// hapQuote escapes s for a double-quoted HAProxy configuration word (a backslash and a double quote are
+// escaped; a line break, which a configuration line cannot hold, becomes \n for the log-format).
+func hapQuote(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", "").Replace(s)
 }

@@ -300,3 +300,37 @@ func grepUID(status string) string {
 	}
 	return "?"
 }
+
+// TestProxyUnavailable: with the active server down, the front answers 503 with the demo's page and the
+// next tick's time, computed when it answers; with it up again, the server answers.
+func TestProxyUnavailable(t *testing.T) {
+	ctx := context.Background()
+	be := map[string]*proxyBackendServer{"a": newProxyBackend(t, "A"), "b": newProxyBackend(t, "B")}
+	p := newTestProxy(t, be, "a", "b")
+	_, off := time.Now().Zone()
+	p.Unavailable = "The demo is being reset or is unavailable, back in a moment.\nNext switch: " + NextTick(30*time.Minute, time.Duration(off)*time.Second) + "."
+	if err := p.Ensure(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	expectBody(t, "http://"+p.HTTP+"/", "A")
+	be["a"].Close() // nothing listens there any more
+	start := time.Now()
+	code, body, err := proxyGet("http://" + p.HTTP + "/")
+	took := time.Since(start)
+	now := time.Now()
+	want := nextTickForTest(now, 30*time.Minute).Format("15:04 -0700")
+	if err != nil || code != 503 || !strings.Contains(body, "back in a moment.\nNext switch: "+want+".") {
+		t.Fatalf("with the server down: %d %q %v; want 503 with next switch %s", code, body, err, want)
+	}
+	t.Logf("server down: %d in %s: %q", code, took.Round(time.Millisecond), body)
+	if err := p.SetActive(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	expectBody(t, "http://"+p.HTTP+"/", "B")
+	expectBody(t, "https://"+p.HTTPS+"/", "B")
+}
+
+func nextTickForTest(now time.Time, every time.Duration) time.Time {
+	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
+	return midnight.Add((now.Sub(midnight)/every + 1) * every)
+}

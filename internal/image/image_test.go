@@ -34,6 +34,9 @@ func TestShippedManifests(t *testing.T) {
 			t.Errorf("%s.nspawn lacks an explicit PrivateUsers= or its data bind:\n%s", n, nspawn)
 		}
 	}
+	if m, _ := image.Load(images.FS, "demo-web"); m.Serve.LoginPath != "/login" || m.Serve.HealthPath != "/health" {
+		t.Errorf("demo-web serves %+v: want its demo login checked", m.Serve)
+	}
 	if _, err := image.Load(images.FS, "no-such-image"); err == nil {
 		t.Fatal("an unknown image loaded")
 	}
@@ -45,10 +48,13 @@ func TestShippedManifests(t *testing.T) {
 
 func TestManifestErrors(t *testing.T) {
 	for conf, want := range map[string]string{
-		"[Files]\nCopy=a\n":                "expected <file in the image folder>",
-		"[Data]\nBind=../etc:/x\n":         "expected <name under [Paths] Srv>",
-		"[Image]\nColour=blue\n":           "unknown key",
-		"[Source]\nName=x\nURL=http://h\n": "pinned Ref",
+		"[Files]\nCopy=a\n":                 "expected <file in the image folder>",
+		"[Data]\nBind=../etc:/x\n":          "expected <name under [Paths] Srv>",
+		"[Image]\nColour=blue\n":            "unknown key",
+		"[Source]\nName=x\nURL=http://h\n":  "pinned Ref",
+		"[Serve]\nLoginPath=login\n":        "expected a URL path",
+		"[Serve]\nLoginForm=user={user}\n":  "with {password}",
+		"[Serve]\nVolatile=/var/lib/../x\n": "clean absolute paths",
 	} {
 		_, err := image.Load(fstest.MapFS{"bad/image.conf": {Data: []byte(conf)}}, "bad")
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {

@@ -53,6 +53,15 @@ type Serve struct {
 	// Private are path prefixes the demo's front refuses (403) to visitors: the payload's administration,
 	// which a public demo does not hand out (YunoHost's web admin and its API).
 	Private []string
+	// Volatile are paths in the container (absolute) that the payload rewrites at every boot, such as its
+	// databases' files: a nightly upgrade whose only changes lie there changed nothing, and keeps the
+	// current generation (demo:upgrade records it "unchanged").
+	Volatile []string
+	// LoginPath, when set, makes the health check log in as the demo user too, so that a container where a
+	// visitor changed the demo password counts as unhealthy: a POST of LoginForm (a URL-encoded form in
+	// which {user} and {password} are replaced, encoded) to LoginPath, or without LoginForm a GET with HTTP
+	// basic authentication; a 2xx answer is a working login.
+	LoginPath, LoginForm string
 }
 
 // Copy puts a file of the image folder into the rootfs.
@@ -177,13 +186,7 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Serve.Port = n
 		return ""
 	},
-	"Serve.HealthPath": func(m *Manifest, _ *optional, _, v string) string {
-		if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
-			return "expected a URL path starting with /"
-		}
-		m.Serve.HealthPath = v
-		return ""
-	},
+	"Serve.HealthPath": func(m *Manifest, _ *optional, _, v string) string { return urlPath(&m.Serve.HealthPath, v) },
 	"Serve.Private": func(m *Manifest, _ *optional, _, v string) string {
 		for _, p := range strings.Fields(v) {
 			if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "{}\"'") {
@@ -191,6 +194,23 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 			}
 			m.Serve.Private = append(m.Serve.Private, p)
 		}
+		return ""
+	},
+	"Serve.Volatile": func(m *Manifest, _ *optional, _, v string) string {
+		for _, p := range strings.Fields(v) {
+			if !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/" {
+				return "expected clean absolute paths in the container other than /, separated by spaces"
+			}
+			m.Serve.Volatile = append(m.Serve.Volatile, p)
+		}
+		return ""
+	},
+	"Serve.LoginPath": func(m *Manifest, _ *optional, _, v string) string { return urlPath(&m.Serve.LoginPath, v) },
+	"Serve.LoginForm": func(m *Manifest, _ *optional, _, v string) string {
+		if !strings.Contains(v, "{password}") || strings.ContainsAny(v, " \t") {
+			return "expected a URL-encoded form with {password} (and usually {user}), such as user={user}&password={password}"
+		}
+		m.Serve.LoginForm = v
 		return ""
 	},
 	"Files.Copy": func(m *Manifest, _ *optional, _, v string) string {
@@ -222,6 +242,15 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string { m.Certificate = v; return "" },
 	"Health.TCP":       func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
 	"Health.File":      func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
+}
+
+// urlPath sets *dst to v when v is a URL path.
+func urlPath(dst *string, v string) string {
+	if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t") {
+		return "expected a URL path starting with /"
+	}
+	*dst = v
+	return ""
 }
 
 func yesNo(_ *Manifest, o *optional, key, v string) string {

@@ -29,6 +29,33 @@ var ErrTimeout = errors.New("lock timeout")
 // Acquire takes the exclusive lock at path, waiting at most timeout. what describes the holder's job
 // (for example "demo switch"); it is written into the lock file with the pid so that waiters can name it.
 func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lock, error) {
+	return AcquireOrYield(ctx, path, what, timeout, nil)
+}
+
+// Info is what a holder wrote into the lock file: its pid, its job and when it took the lock.
+type Info struct {
+	Pid   int
+	What  string
+	Since time.Time
+}
+
+func (i Info) String() string {
+	if i.Pid == 0 {
+		return "an unknown process"
+	}
+	return fmt.Sprintf("pid %d (%s)", i.Pid, i.What)
+}
+
+// YieldError is AcquireOrYield's error when the lock was held by a job the caller yields to.
+type YieldError struct{ Holder Info }
+
+func (e *YieldError) Error() string {
+	return fmt.Sprintf("lock held by %s since %s", e.Holder, e.Holder.Since.Format(time.DateTime))
+}
+
+// AcquireOrYield is Acquire, except that while it waits it gives up at once with a *YieldError when
+// yield(holder) says so (a switch does not wait out an upgrade: it skips its turn).
+func AcquireOrYield(ctx context.Context, path, what string, timeout time.Duration, yield func(Info) bool) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -48,6 +75,11 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			return true, fmt.Errorf("lock %s: %w", path, err)
 		}
+		if yield != nil {
+			if h := Read(path); h.Pid != 0 && yield(h) {
+				return true, &YieldError{Holder: h}
+			}
+		}
 		if !logged {
 			logger().Info("waiting for lock", "lock", path, "held_by", Holder(path), "timeout", timeout)
 			logged = true
@@ -59,22 +91,31 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 		return nil, err
 	}
 	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(fmt.Sprintf("%d %s\n", os.Getpid(), what)), 0)
+		f.WriteAt([]byte(fmt.Sprintf("%d %s\nsince %s\n", os.Getpid(), what, time.Now().Format(time.RFC3339))), 0)
 	}
 	return &Lock{f: f, path: path}, nil
 }
 
 // Holder describes who holds the lock at path, as written by Acquire: "pid 123 (demo switch)".
-func Holder(path string) string {
+func Holder(path string) string { return Read(path).String() }
+
+// Read is what the holder of the lock at path wrote (a zero Info when nobody holds it or it cannot be read).
+func Read(path string) Info {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "an unknown process"
+		return Info{}
 	}
-	pid, what, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-	if _, err := strconv.Atoi(pid); err != nil {
-		return "an unknown process"
+	first, rest, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	pid, what, _ := strings.Cut(first, " ")
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		return Info{}
 	}
-	return fmt.Sprintf("pid %s (%s)", pid, what)
+	i := Info{Pid: n, What: what}
+	if s, ok := strings.CutPrefix(strings.TrimSpace(rest), "since "); ok {
+		i.Since, _ = time.Parse(time.RFC3339, s)
+	}
+	return i
 }
 
 // Release lets the lock go. The file stays, so that its inode is the one every process locks.

@@ -64,3 +64,28 @@ func TestLockDiesWithItsHolder(t *testing.T) {
 	}
 	l.Release()
 }
+
+// TestYieldToHolder: a waiter that yields to the holder's job gives up at once, naming the holder and since when.
+func TestYieldToHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "demo.lock")
+	ctx := context.Background()
+	l, err := Acquire(ctx, path, "demo upgrade", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	start := time.Now()
+	_, err = AcquireOrYield(ctx, path, "demo switch", time.Minute, func(h Info) bool { return h.What == "demo upgrade" })
+	var y *YieldError
+	if !errors.As(err, &y) || y.Holder.Pid != os.Getpid() || y.Holder.What != "demo upgrade" || time.Since(y.Holder.Since) > time.Minute {
+		t.Fatalf("want a YieldError naming this process's upgrade and its start, got %v (%+v)", err, y)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("yielding took %s", time.Since(start))
+	}
+	_, err = AcquireOrYield(ctx, path, "demo stop", 50*time.Millisecond, func(h Info) bool { return h.What == "demo switch" })
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("a waiter that does not yield to this holder must time out, got %v", err)
+	}
+	t.Logf("yielded: %v", err)
+}

@@ -205,6 +205,11 @@ func (c Container) InitPid() (int, error) {
 // runs.
 func (c Container) Start(ctx context.Context) error {
 	name := c.Name
+	if c.IDBase != 0 {
+		if err := ensureSubIDs(c.IDBase, IDs); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+	}
 	// lxc-start rather than go-lxc's Start: LXC forks the Go process to daemonize its monitor, which is
 	// not safe in a multi-threaded Go program; the CLI gives the same result in a process of its own.
 	if _, err := (run.Cmd{Argv: []string{"lxc-start", "-P", c.Path, "-n", name}, Timeout: time.Minute, Quiet: true}).Run(ctx); err != nil {

@@ -31,7 +31,9 @@
 //     same moment, one way). Instead the timers never fire together (UpgradeCalendar moves the upgrade
 //     off the switch ticks), and whatever still overlaps (an upgrade outlasting several switches, the
 //     repair) is serialised by the one demo flock that demo:switch, demo:upgrade and demo:restoreCrash take,
-//     whose waiter logs the holder. All of them are After=berth-demo.service, so a job that fires while the
+//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start) holding it
+//     skips its turn with one log line and exits 0 (no OnFailure= repair, no alert); the repair waits for
+//     a running upgrade. Every TimeoutStartSec= is the job's lock wait plus its work (internal/budget). All of them are After=berth-demo.service, so a job that fires while the
 //     demo is being brought up at boot waits for it.
 //   - Hardening: see ContainerJobHardening and RenewHardening.
 package units
@@ -48,6 +50,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
+	"berth/internal/budget"
 	"berth/internal/config"
 	"berth/internal/systemd/unitname"
 )
@@ -73,13 +76,14 @@ const EnvFile = "/etc/berth/berth.env"
 // OrderDropIn is the name of the drop-in that orders a relay machine after the one before it.
 const OrderDropIn = "50-berth-order.conf"
 
-// Timeouts of the jobs (TimeoutStartSec=). The demo's own waits (health checks, the lock) are shorter.
-const (
-	SwitchTimeout       = 15 * time.Minute
-	UpgradeTimeout      = 3 * time.Hour
-	RestoreCrashTimeout = time.Hour
-	DemoStartTimeout    = 15 * time.Minute
-	DemoStopTimeout     = 5 * time.Minute
+// Timeouts of the jobs (TimeoutStartSec=). The demo's come from internal/budget, where each is the job's
+// wait for the demo's lock plus its work, the same figures the demo waits with.
+var (
+	SwitchTimeout       = budget.Switch.Timeout()
+	UpgradeTimeout      = budget.Upgrade.Timeout()
+	RestoreCrashTimeout = budget.RestoreCrash.Timeout()
+	DemoStartTimeout    = budget.Start.Timeout()
+	DemoStopTimeout     = budget.Stop.Timeout()
 	RenewTimeout        = 15 * time.Minute
 	PullTimeout         = 2 * time.Hour
 )

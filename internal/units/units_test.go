@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"berth/internal/budget"
 	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/testutil"
@@ -219,6 +220,18 @@ func TestGenerateDefaults(t *testing.T) {
 		if b := string(f.Bytes()); strings.Contains(b, "go run") || strings.Contains(b, "mage") {
 			t.Errorf("%s runs go or mage:\n%s", name, b)
 		}
+	}
+	// The demo's jobs are given their lock wait plus their work (internal/budget, which the demo waits
+	// with): the repair outwaits an upgrade, which outwaits a switch.
+	for name, job := range map[string]budget.Job{Demo: budget.Start, Switch: budget.Switch, Upgrade: budget.Upgrade, RestoreCrash: budget.RestoreCrash} {
+		if got := one(t, u[name], "Service", "TimeoutStartSec"); got != Span(job.Timeout()) {
+			t.Errorf("%s: TimeoutStartSec=%s, want %s (%s waits %s for the lock, then works %s)", name, got, Span(job.Timeout()), job.What, job.LockWait, job.Work)
+		}
+	}
+	if one(t, u[Demo], "Service", "TimeoutStopSec") != Span(budget.Stop.Timeout()) || budget.RestoreCrash.LockWait < budget.Upgrade.Timeout() ||
+		budget.Upgrade.LockWait < budget.Switch.Timeout() || !budget.Yields(budget.Upgrade.What) || budget.Yields(budget.Switch.What) {
+		t.Errorf("budgets: stop %s, repair waits %s for an upgrade of %s, upgrade waits %s for a switch of %s",
+			one(t, u[Demo], "Service", "TimeoutStopSec"), budget.RestoreCrash.LockWait, budget.Upgrade.Timeout(), budget.Upgrade.LockWait, budget.Switch.Timeout())
 	}
 	if one(t, u[Demo], "Service", "ExecStop") != "/usr/local/sbin/berth demo:stop" || one(t, u[Demo], "Service", "RemainAfterExit") != "yes" ||
 		one(t, u[Demo], "Install", "WantedBy") != "multi-user.target" || !strings.Contains(one(t, u[Demo], "Unit", "After"), "network-online.target") {
