@@ -222,6 +222,16 @@ var keys = []key{
 		return nil
 	}},
 
+	{"Relay", "EnvFile", ".env", func(c *Config, v string) error {
+		if strings.ContainsRune(v, 0) {
+			return errors.New("expected a file path, or nothing")
+		}
+		c.Relay.EnvFile = ""
+		if v != "" {
+			c.Relay.EnvFile, _ = filepath.Abs(v)
+		}
+		return nil
+	}},
 	{"Relay", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Relay.Domain)(c, v) }},
 	{"Relay", "Email", "", func(c *Config, v string) error {
 		return optional(func(v string) error {
@@ -241,7 +251,7 @@ var keys = []key{
 			return errors.New("expected yes/no, or the domain name to certify (as SELF_SIGNED=<domain>)")
 		}
 		c.Relay.SelfSigned = true
-		if o := c.origins["Relay.Domain"]; o == "default" || o == "env MYDOMAIN" {
+		if o := c.origins["Relay.Domain"]; o == "default" || fromLegacyDomain(o) {
 			c.Relay.Domain = v
 			c.setDerived("Relay.Domain", v, "from [Relay] SelfSigned")
 		}
