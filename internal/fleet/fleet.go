@@ -24,6 +24,7 @@ import (
 	"berth/internal/image"
 	"berth/internal/lock"
 	"berth/internal/machine"
+	"berth/internal/progress"
 	"berth/internal/run"
 	"berth/internal/wait"
 )
@@ -77,7 +78,9 @@ func Do(action, name string, o Options) error {
 		if err := machine.Start(ctx, name); err != nil {
 			return err
 		}
-		fmt.Printf("root password: %s\n", image.PasswordFile(c, name))
+		if err := base.ShowPassword(os.Stdout, image.PasswordFile(c, name), progress.IsTerminal(os.Stdout)); err != nil {
+			return err
+		}
 		return run.Interactive(ctx, 24*time.Hour, "machinectl", "login", name)
 	}
 	return fmt.Errorf("unknown action %q", action)

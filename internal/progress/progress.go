@@ -25,13 +25,14 @@ type Job struct {
 // New starts a job of total steps; live output goes to stderr only if stderr is a terminal.
 func New(name string, total int) *Job {
 	j := &Job{name: name, total: total}
-	if isTerminal(os.Stderr) {
+	if IsTerminal(os.Stderr) {
 		j.w = os.Stderr
 	}
 	return j
 }
 
-func isTerminal(f *os.File) bool {
+// IsTerminal tells whether f is a terminal.
+func IsTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
