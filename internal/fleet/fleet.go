@@ -141,6 +141,36 @@ func Clean(ctx context.Context, c *config.Config, name string) error {
 	return nil
 }
 
+// CleanAll is the root clean of the original: every machine (each image folder of Kind=machine and every
+// tree under [Paths] Machines that berth installed, a folder since removed included), then the base and
+// its caches. Data under [Paths] Srv stays.
+func CleanAll(ctx context.Context, c *config.Config, fsys fs.FS) error {
+	names, err := image.NamesOfKind(fsys, "machine")
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(c.Paths.Machines)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		if st, serr := image.ReadStamp(filepath.Join(c.Paths.Machines, e.Name())); serr == nil && st.Image == e.Name() && e.IsDir() &&
+			config.ValidName(e.Name()) == nil && !slices.Contains(names, e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	for _, n := range names {
+		if err := Clean(ctx, c, n); err != nil {
+			return err
+		}
+	}
+	removed, err := base.Clean(ctx, c)
+	for _, p := range removed {
+		fmt.Println("removed", p)
+	}
+	return err
+}
+
 // Purge deletes the machine's data directories, only when confirm names the image.
 func Purge(ctx context.Context, c *config.Config, fsys fs.FS, name, confirm string) error {
 	m, err := image.Load(fsys, name)
