@@ -318,7 +318,8 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 		if domain == "" {
 			domain = "localhost"
 		}
-		made, err := tlsx.EnsureBundle(filepath.Join(c.Paths.Srv, m.Certificate), domain, 90*24*time.Hour)
+		machineDir, rel, _ := strings.Cut(m.Certificate, "/") // [Paths] Srv/<data dir>, the guest's from there on
+		made, err := tlsx.EnsureBundleIn(filepath.Join(c.Paths.Srv, machineDir), rel, domain, 90*24*time.Hour)
 		if err != nil {
 			return err
 		}

@@ -219,7 +219,14 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		return ""
 	},
 	"Data.Skeleton":    func(m *Manifest, _ *optional, _, v string) string { m.Skeleton = v; return "" },
-	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string { m.Certificate = v; return "" },
+	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string {
+		dir, rel, ok := strings.Cut(v, "/")
+		if !ok || config.ValidName(dir) != nil || rel == "" || !fs.ValidPath(v) {
+			return "expected <data directory>/<file>, such as haproxy/certs/bundle.pem"
+		}
+		m.Certificate = v
+		return ""
+	},
 	"Health.TCP":       func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
 	"Health.File":      func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
 }

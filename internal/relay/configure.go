@@ -50,7 +50,32 @@ func orNone(s []string) string {
 
 // BundleFile is the certificate bundle HAProxy serves.
 func BundleFile(c *config.Config) string {
-	return filepath.Join(c.Paths.Srv, "haproxy", "certs", "bundle.pem")
+	return filepath.Join(edgeDir(c), bundleRel)
+}
+
+// edgeDir is the haproxy machine's data directory (its /etc/haproxy); berth reads and writes there only
+// through os.Root (fsx.ReadIn, WriteIn).
+func edgeDir(c *config.Config) string { return filepath.Join(c.Paths.Srv, "haproxy") }
+
+const bundleRel = "certs/bundle.pem"
+
+// guestPaths are the files configure, rotateKeys and renew read or write in the machines' data directories.
+func guestPaths(c *config.Config) [][2]string {
+	srv := func(m string) string { return filepath.Join(c.Paths.Srv, m) }
+	return append([][2]string{{edgeDir(c), bundleRel}, {edgeDir(c), "haproxy.cfg"}, {edgeDir(c), ".cookiecutter.env"},
+		{srv("mysql"), mysqlURIRel}, {srv("relaycreator"), ".env"}, {srv("relaycreator"), "deploy.env"},
+		{srv("strfry"), ".cookiecutter.env"}, {srv("strfry"), ".interceptor.env"}}, Retired(c)...)
+}
+
+// checkGuestPaths refuses, in one line and before anything is written, a path in a machine's data directory
+// that a link planted inside the machine leads out of it.
+func checkGuestPaths(c *config.Config) error {
+	for _, p := range guestPaths(c) {
+		if err := fsx.CheckIn(p[0], p[1]); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
+	return nil
 }
 
 // checkInputs validates the domain and the machines before anything changes.
@@ -63,7 +88,7 @@ func checkInputs(c *config.Config) error {
 			return fmt.Errorf("relay: machine %s is not installed (%s:install)", n, n)
 		}
 	}
-	return nil
+	return checkGuestPaths(c)
 }
 
 // check is checkInputs and, with ACME, a check that the directory answers; it returns the ACME client.
@@ -137,7 +162,15 @@ func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error
 	changed, readers, err := WriteChanged(files)
 	rep.Changed = changed
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("relay: %w", err)
+	}
+	for _, r := range Retired(c) {
+		if root, err := os.OpenRoot(r[0]); err == nil {
+			if root.Remove(r[1]) == nil {
+				rep.Changed = append(rep.Changed, filepath.Join(r[0], r[1])+" (removed: nothing reads it)")
+			}
+			root.Close()
+		}
 	}
 	renewed := false
 	if c.Relay.SelfSigned {
@@ -175,7 +208,7 @@ func reloadEdge(ctx context.Context, c *config.Config) error {
 	if _, err := run.Command(ctx, "systemctl", "-M", "haproxy", "reload-or-restart", "haproxy.service"); err != nil {
 		return err
 	}
-	want, err := readCert(BundleFile(c))
+	want, err := readCert(c)
 	if err != nil {
 		return err
 	}
@@ -193,11 +226,16 @@ func reloadEdge(ctx context.Context, c *config.Config) error {
 	})
 }
 
+const mysqlURIRel = ".creator-mysql-uri.txt"
+
 func databaseURL(c *config.Config) (string, error) {
-	p := filepath.Join(c.Paths.Srv, "mysql", ".creator-mysql-uri.txt")
-	env, err := readEnv(p)
+	dir := filepath.Join(c.Paths.Srv, "mysql")
+	env, err := readEnvIn(dir, mysqlURIRel)
+	if errors.Is(err, fsx.ErrEscapes) {
+		return "", fmt.Errorf("relay: %w", err)
+	}
 	if err != nil || env["DATABASE_URL"] == "" {
-		return "", fmt.Errorf("relay: no DATABASE_URL in %s (has mysql finished its first run?)", p)
+		return "", fmt.Errorf("relay: no DATABASE_URL in %s (has mysql finished its first run?)", filepath.Join(dir, mysqlURIRel))
 	}
 	return env["DATABASE_URL"], nil
 }
@@ -207,7 +245,11 @@ func databaseURL(c *config.Config) (string, error) {
 func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force bool) (bool, error) {
 	p := BundleFile(c)
 	if !force {
-		if cert, err := readCert(p); err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
+		cert, err := readCert(c)
+		if errors.Is(err, fsx.ErrEscapes) {
+			return false, fmt.Errorf("relay: %w", err)
+		}
+		if err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
 			time.Until(cert.NotAfter) > 30*24*time.Hour && bytes.Equal(cert.RawIssuer, cert.RawSubject) == (cl == nil) {
 			return false, nil
 		}
@@ -222,15 +264,20 @@ func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force b
 	if err != nil {
 		return false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if err := os.MkdirAll(edgeDir(c), 0o755); err != nil {
 		return false, err
 	}
 	logger().Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
-	return true, fsx.WriteFile(p, bundle, 0o600)
+	if err := fsx.WriteIn(edgeDir(c), bundleRel, bundle, 0o600, 0o700); err != nil {
+		return false, fmt.Errorf("relay: %w", err)
+	}
+	return true, nil
 }
 
-func readCert(p string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(p)
+// readCert reads the edge's certificate through os.Root.
+func readCert(c *config.Config) (*x509.Certificate, error) {
+	p := BundleFile(c)
+	b, err := fsx.ReadIn(edgeDir(c), bundleRel)
 	if err != nil {
 		return nil, err
 	}
