@@ -174,10 +174,21 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 // buildSteps are the steps every image takes into dir: a clone of the base, the sources, the files,
 // the provision script (booted or not), the root password and the stamp.
 func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Options, baseKey string, method *clone.Method) []step {
-	steps := []step{{"clone the base " + base.Dir(c) + " into " + dir, func(ctx context.Context, _ io.Writer) error {
+	steps := []step{{"clone the base " + base.Dir(c) + " into " + dir + " (holding the base's lock, shared)", func(ctx context.Context, _ io.Writer) error {
 		if err := clone.Remove(ctx, dir); err != nil {
 			return err
 		}
+		// Shared: installs clone side by side; a base:build swap or base:clean waits until the clone is done.
+		l, err := lock.AcquireShared(ctx, base.LockFile(c), m.Name+" clones the base", 2*time.Hour)
+		if err != nil {
+			return err
+		}
+		defer l.Release()
+		b, err := base.ReadStamp(base.Dir(c))
+		if err != nil {
+			return fmt.Errorf("no base rootfs at %s: run base:build first", base.Dir(c))
+		}
+		baseKey = b.Key // the stamp records the base actually cloned
 		used, err := clone.Tree(ctx, base.Dir(c), dir)
 		*method = used
 		if err == nil && !m.Go { // 240 MB an image that builds no Go does not need
@@ -578,9 +589,16 @@ func sourceStep(c *config.Config, dir string, s Source, override string) step {
 			return placeSource(ctx, dir, s, override)
 		}}
 	}
-	cache := filepath.Join(c.Paths.Cache, "sources", s.Name+"-"+s.Ref)
-	return step{fmt.Sprintf("source %s: git clone %s, checkout %s (cached in %s) → %s", s.Name, s.URL, s.Ref, cache, s.Dest),
+	key, pin := s.Ref, "checkout "+s.Ref
+	if s.Commit != "" {
+		key, pin = s.Commit, "checkout "+s.Ref+", verified to be commit "+s.Commit
+	}
+	cache := filepath.Join(c.Paths.Cache, "sources", s.Name+"-"+key)
+	return step{fmt.Sprintf("source %s: git clone %s, %s (cached in %s) → %s", s.Name, s.URL, pin, cache, s.Dest),
 		func(ctx context.Context, _ io.Writer) error {
+			if s.Commit == "" {
+				logger().Warn("source pinned by a tag or branch, which can move: add [Source] Commit=", "source", s.Name, "ref", s.Ref)
+			}
 			if _, err := os.Stat(filepath.Join(cache, ".git")); err != nil {
 				tmp := cache + ".tmp"
 				os.RemoveAll(tmp)
@@ -594,12 +612,34 @@ func sourceStep(c *config.Config, dir string, s Source, override string) step {
 						return fmt.Errorf("source %s: %w", s.Name, err)
 					}
 				}
+				if err := verifyCommit(ctx, tmp, s); err != nil {
+					os.RemoveAll(tmp)
+					return err
+				}
 				if err := os.Rename(tmp, cache); err != nil {
 					return err
 				}
 			}
+			if err := verifyCommit(ctx, cache, s); err != nil { // the cache too: nothing but the pinned commit goes in
+				return err
+			}
 			return placeSource(ctx, dir, s, cache)
 		}}
+}
+
+// verifyCommit checks that the checkout at dir is s.Commit (when the manifest pins one).
+func verifyCommit(ctx context.Context, dir string, s Source) error {
+	if s.Commit == "" {
+		return nil
+	}
+	out, err := run.Output(ctx, "git", "-C", dir, "rev-parse", "HEAD")
+	if err != nil {
+		return fmt.Errorf("source %s: %w", s.Name, err)
+	}
+	if got := strings.TrimSpace(out); got != s.Commit {
+		return fmt.Errorf("source %s: %s at %s is commit %s, not the pinned %s: refusing it (the ref moved, or the source is not the one pinned)", s.Name, s.URL, s.Ref, got, s.Commit)
+	}
+	return nil
 }
 
 // placeSource copies a checkout (a directory) or unpacks a tarball into the rootfs at s.Dest.

@@ -61,9 +61,12 @@ type Copy struct {
 	Mode     fs.FileMode
 }
 
-// Source is a tree from a git host, pinned to Ref; an override path (a checkout or a tarball) replaces it
-// on offline hosts and in tests.
-type Source struct{ Name, URL, Ref, Dest string }
+// Source is a tree from a git host at Ref, verified to be Commit after checkout (a tag can move; a commit
+// cannot); Commit defaults to Ref when Ref is itself a commit. An override path (a checkout or a tarball)
+// replaces it on offline hosts and in tests.
+type Source struct{ Name, URL, Ref, Commit, Dest string }
+
+var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // Bind is a data directory: Srv/Host on the host, Guest inside the machine.
 type Bind struct{ Host, Guest string }
@@ -111,9 +114,12 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 		m.Go = *opt.goTool
 	}
 	m.Serve = m.Serve.withDefaults()
-	for _, s := range m.Sources {
+	for i, s := range m.Sources {
 		if config.ValidName(s.Name) != nil || s.URL == "" || s.Ref == "" || !strings.HasPrefix(s.Dest, "/") {
 			return nil, fmt.Errorf("image %s: [Source] %q needs Name, URL, a pinned Ref and an absolute Dest", name, s.Name)
+		}
+		if s.Commit == "" && commitRE.MatchString(s.Ref) {
+			m.Sources[i].Commit = s.Ref
 		}
 	}
 	return m, nil
@@ -209,7 +215,7 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Copies = append(m.Copies, c)
 		return ""
 	},
-	"Source.Name": sourceField, "Source.URL": sourceField, "Source.Ref": sourceField, "Source.Dest": sourceField,
+	"Source.Name": sourceField, "Source.URL": sourceField, "Source.Ref": sourceField, "Source.Commit": sourceField, "Source.Dest": sourceField,
 	"Data.Bind": func(m *Manifest, _ *optional, _, v string) string {
 		host, guest, ok := strings.Cut(v, ":")
 		if !ok || config.ValidName(host) != nil || !strings.HasPrefix(guest, "/") {
@@ -218,7 +224,7 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Binds = append(m.Binds, Bind{Host: host, Guest: guest})
 		return ""
 	},
-	"Data.Skeleton":    func(m *Manifest, _ *optional, _, v string) string { m.Skeleton = v; return "" },
+	"Data.Skeleton": func(m *Manifest, _ *optional, _, v string) string { m.Skeleton = v; return "" },
 	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string {
 		dir, rel, ok := strings.Cut(v, "/")
 		if !ok || config.ValidName(dir) != nil || rel == "" || !fs.ValidPath(v) {
@@ -227,8 +233,8 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Certificate = v
 		return ""
 	},
-	"Health.TCP":       func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
-	"Health.File":      func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
+	"Health.TCP":  func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
+	"Health.File": func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
 }
 
 func yesNo(_ *Manifest, o *optional, key, v string) string {
@@ -242,7 +248,10 @@ func yesNo(_ *Manifest, o *optional, key, v string) string {
 
 func sourceField(m *Manifest, _ *optional, key, v string) string {
 	src := &m.Sources[len(m.Sources)-1]
-	*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Dest": &src.Dest}[key] = v
+	if key == "Commit" && !commitRE.MatchString(v) {
+		return "expected a full commit id (40 hexadecimal digits)"
+	}
+	*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Commit": &src.Commit, "Dest": &src.Dest}[key] = v
 	return ""
 }
 

@@ -19,8 +19,9 @@ import (
 // Lock is a held lock; Release lets it go. The kernel releases it too if the process dies, so a crash never
 // leaves a stale lock behind.
 type Lock struct {
-	f    *os.File
-	path string
+	f      *os.File
+	path   string
+	shared bool
 }
 
 // ErrTimeout is wrapped by Acquire's error when the lock stayed taken for the whole timeout.
@@ -29,6 +30,17 @@ var ErrTimeout = errors.New("lock timeout")
 // Acquire takes the exclusive lock at path, waiting at most timeout. what describes the holder's job
 // (for example "demo switch"); it is written into the lock file with the pid so that waiters can name it.
 func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lock, error) {
+	return acquire(ctx, path, what, timeout, unix.LOCK_EX)
+}
+
+// AcquireShared takes the lock at path shared: any number of shared holders at once (jobs that only read
+// the resource, such as installs cloning the base), none beside an exclusive holder (a job that replaces it).
+// A shared holder does not write its name into the lock file, which names the last exclusive holder.
+func AcquireShared(ctx context.Context, path, what string, timeout time.Duration) (*Lock, error) {
+	return acquire(ctx, path, what, timeout, unix.LOCK_SH)
+}
+
+func acquire(ctx context.Context, path, what string, timeout time.Duration, how int) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -41,7 +53,7 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 	// lets go, before a job that starts later can: waiters run in the order they came, as a switch queued
 	// behind an upgrade expects.
 	err = wait.Until(ctx, timeout, 10*time.Millisecond, func(context.Context) (bool, error) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return true, nil
 		}
@@ -57,6 +69,9 @@ func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lo
 	if err != nil {
 		f.Close()
 		return nil, err
+	}
+	if how == unix.LOCK_SH {
+		return &Lock{f: f, path: path, shared: true}, nil
 	}
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(fmt.Sprintf("%d %s\n", os.Getpid(), what)), 0)
@@ -82,7 +97,9 @@ func (l *Lock) Release() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	l.f.Truncate(0)
+	if !l.shared {
+		l.f.Truncate(0)
+	}
 	err := l.f.Close()
 	l.f = nil
 	return err
