@@ -60,6 +60,8 @@ type Relay struct {
 	ACMEDirectory string
 	Machines      []string
 	HealthTimeout time.Duration // how long configure waits for each machine's health check
+	DeployBranch  string        // relaycreator deploys this branch of DeployRepo automatically; empty: no automatic deploys
+	DeployRepo    string        // where relaycreator's deploys fetch from; empty: the relaycreator image's [Source] URL
 }
 
 // Demo configures the LXC demo.

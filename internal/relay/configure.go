@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,7 +123,7 @@ func Configure(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error
 	if err != nil {
 		return rep, err
 	}
-	if rep, err = writeFiles(ctx, c, secrets); err != nil {
+	if rep, err = writeFiles(ctx, c, fsys, secrets); err != nil {
 		return rep, err
 	}
 	for _, name := range c.Relay.Machines {
@@ -133,9 +134,51 @@ func Configure(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error
 	if cl != nil { // ACME validates through the running edge: the certificate comes last
 		r, err := renew(ctx, c, cl, false)
 		rep.Changed, rep.Restarted = append(rep.Changed, r.Changed...), append(rep.Restarted, r.Restarted...)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if slices.Contains(c.Relay.Machines, "relaycreator") {
+		release, err := deploy(ctx, c)
+		if release != "" {
+			rep.Restarted = append(rep.Restarted, "relaycreator/app.service (built and migrated "+release+")")
+		}
 		return rep, err
 	}
 	return rep, nil
+}
+
+// deploy runs relaycreator's deploy service and waits for it: a new release when the configured branch moved
+// or a public setting changed (the build bakes them in), migrated before it serves; nothing otherwise. It
+// returns the release it switched to, if any. A failure leaves the previous release serving and returns
+// the deploy's own last lines (the build's or the migration's error).
+func deploy(ctx context.Context, c *config.Config) (string, error) {
+	dir := filepath.Join(c.Paths.Srv, "relaycreator")
+	current := func() string {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return ""
+		}
+		defer root.Close()
+		l, _ := root.Readlink("current")
+		return l
+	}
+	before := current()
+	if _, err := run.Command(ctx, "systemctl", "-M", "relaycreator", "start", "deploy.service"); err != nil {
+		// The deploy's own last lines (the build's or the migration's error), without systemd's about the unit.
+		journal, _ := run.Output(ctx, "journalctl", "-M", "relaycreator", "-u", "deploy.service", "-n", "20", "--no-pager", "-o", "cat")
+		var lines []string
+		for _, l := range strings.Split(journal, "\n") {
+			if l = strings.Join(strings.Fields(l), " "); l != "" && !strings.Contains(l, "deploy.service") && !strings.HasPrefix(l, "Starting ") {
+				lines = append(lines, l)
+			}
+		}
+		return "", fmt.Errorf("relay: relaycreator's deploy failed, the previous release keeps serving: %s", strings.Join(lines[max(0, len(lines)-4):], " | "))
+	}
+	if after := current(); after != before {
+		return filepath.Base(after), nil
+	}
+	return "", nil
 }
 
 func startHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string) error {
@@ -149,13 +192,17 @@ func startHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string
 }
 
 // writeFiles writes the env files and the certificate, restarting the running readers of changed ones.
-func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error) {
+func writeFiles(ctx context.Context, c *config.Config, fsys fs.FS, s Secrets) (Report, error) {
 	var rep Report
 	url, err := databaseURL(c)
 	if err != nil {
 		return rep, err
 	}
 	files, err := EnvFiles(c, c.Relay.Domain, url, s)
+	if err != nil {
+		return rep, err
+	}
+	files = append(files, DeployFile(c, fsys))
 	if err != nil {
 		return rep, err
 	}
@@ -295,7 +342,7 @@ func readCert(c *config.Config) (*x509.Certificate, error) {
 
 // RotateKeys replaces the Nostr deploy key and the NEXTAUTH secret, rewrites the files that carry them and
 // restarts exactly the services that read them.
-func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
+func RotateKeys(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error) {
 	if err := checkInputs(c); err != nil {
 		return Report{}, err
 	}
@@ -316,7 +363,7 @@ func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
 	if err := fsx.WriteFile(SecretsFile(c), []byte(s.env()), 0o600); err != nil {
 		return Report{}, err
 	}
-	return writeFiles(ctx, c, s)
+	return writeFiles(ctx, c, fsys, s)
 }
 
 // Renew replaces the certificate (self-signed, or from [Relay] ACMEDirectory) when fewer than 30 days remain

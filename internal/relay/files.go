@@ -15,6 +15,7 @@ import (
 
 	"berth/internal/config"
 	"berth/internal/fsx"
+	"berth/internal/image"
 )
 
 // Secrets are made once and kept in [Paths] State/relay/secrets.env (0600); configure never regenerates them.
@@ -157,6 +158,23 @@ func EnvFiles(c *config.Config, domain, databaseURL string, s Secrets) ([]EnvFil
 		file("strfry", ".interceptor.env", renderEnv([][2]string{{"INTERCEPTOR_CONFIG_URL", "https://" + domain + "/api/sconfig/relays"}}),
 			Reader{"strfry", "interceptor.service"}),
 	}, nil
+}
+
+// DeployFile is relaycreator's deploy.env: where its deploys fetch from ([Relay] DeployRepo, by default the
+// relaycreator image's source) and the branch they follow ([Relay] DeployBranch; empty: none, the deploy
+// service then only rebuilds the image's release when a public setting changed).
+func DeployFile(c *config.Config, fsys fs.FS) EnvFile {
+	repo := c.Relay.DeployRepo
+	if m, err := image.Load(fsys, "relaycreator"); repo == "" && err == nil {
+		for _, s := range m.Sources {
+			if s.Name == "relaycreator" {
+				repo = s.URL
+			}
+		}
+	}
+	d := filepath.Join(c.Paths.Srv, "relaycreator")
+	return EnvFile{Dir: d, Path: filepath.Join(d, "deploy.env"),
+		Content: renderEnv([][2]string{{"DEPLOY_REPO", repo}, {"DEPLOY_BRANCH", c.Relay.DeployBranch}})}
 }
 
 // Retired lists files earlier versions of berth wrote that nothing reads, removed by configure: the Nostr
