@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"berth/images"
 	"berth/internal/config"
 )
 
@@ -120,5 +121,27 @@ func TestGuestLinksRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(SecretsFile(c)), "bundle.pem")); !os.IsNotExist(err) {
 		t.Fatal("a bundle landed in the host's state directory")
+	}
+}
+
+// TestDeployFile: deploy.env names the image's source unless [Relay] DeployRepo says otherwise, and the
+// branch only when [Relay] DeployBranch is set (empty: automatic deploys off).
+func TestDeployFile(t *testing.T) {
+	c := testConfig(t)
+	f := DeployFile(c, images.FS)
+	if f.Path != filepath.Join(c.Paths.Srv, "relaycreator", "deploy.env") ||
+		!strings.Contains(f.Content, "DEPLOY_REPO=https://github.com/relaytools/relaycreator.git\nDEPLOY_BRANCH=\n") {
+		t.Fatalf("default deploy.env %s:\n%s", f.Path, f.Content)
+	}
+	c.Relay.DeployBranch, c.Relay.DeployRepo = "main", "/srv/relaycreator/upstream"
+	if f := DeployFile(c, images.FS); !strings.Contains(f.Content, "DEPLOY_REPO=/srv/relaycreator/upstream\nDEPLOY_BRANCH=main\n") {
+		t.Fatalf("deploy.env:\n%s", f.Content)
+	}
+	for _, bad := range []string{"BERTH_RELAY_DEPLOYBRANCH=-x", "BERTH_RELAY_DEPLOYBRANCH=a..b", "BERTH_RELAY_DEPLOYREPO=ftp://h/r", "BERTH_RELAY_DEPLOYREPO=/x;rm -rf /"} {
+		k, v, _ := strings.Cut(bad, "=")
+		_, err := config.LoadFrom(filepath.Join(t.TempDir(), "absent"), func(n string) (string, bool) { return v, n == k })
+		if err == nil || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v", bad, err)
+		}
 	}
 }
