@@ -271,12 +271,38 @@ func (s Serve) withDefaults() Serve {
 var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,40}$`)
 
 // NSpawnFile renders the machine's .nspawn settings: the manifest's own sections plus the data binds.
+//
+// A manifest that does not choose PrivateUsers= gets a user namespace of its own (PrivateUsers=pick, the
+// rootfs mapped, not chowned, where the file system allows) with its data binds idmapped, so that the guest's
+// services own their data. Without a choice written here, systemd-nspawn@.service's own -U applied while the
+// binds kept host ownership: a service that could not write its data directory could hold the machine's stop
+// for the unit's whole 90 s (redis refusing to exit without saving).
 func (m *Manifest) NSpawnFile(srv string) string {
 	sections := append([]*unit.UnitSection{}, m.NSpawn...)
+	userns := !m.setsNSpawn("Exec", "PrivateUsers")
+	if userns {
+		var exec *unit.UnitSection
+		for i, s := range sections {
+			if s.Section == "Exec" {
+				exec = &unit.UnitSection{Section: "Exec", Entries: append([]*unit.UnitEntry{}, s.Entries...)}
+				sections[i] = exec
+			}
+		}
+		if exec == nil {
+			exec = &unit.UnitSection{Section: "Exec"}
+			sections = append([]*unit.UnitSection{exec}, sections...)
+		}
+		exec.Entries = append(exec.Entries, &unit.UnitEntry{Name: "PrivateUsers", Value: "pick"},
+			&unit.UnitEntry{Name: "PrivateUsersOwnership", Value: "auto"})
+	}
 	if len(m.Binds) > 0 {
 		files := &unit.UnitSection{Section: "Files"}
 		for _, b := range m.Binds {
-			files.Entries = append(files.Entries, &unit.UnitEntry{Name: "Bind", Value: path.Join(srv, b.Host) + ":" + b.Guest})
+			v := path.Join(srv, b.Host) + ":" + b.Guest
+			if userns {
+				v += ":idmap"
+			}
+			files.Entries = append(files.Entries, &unit.UnitEntry{Name: "Bind", Value: v})
 		}
 		sections = append(sections, files)
 	}
@@ -284,6 +310,18 @@ func (m *Manifest) NSpawnFile(srv string) string {
 	sb.WriteString("# Written by berth from images/" + m.Name + "/image.conf; berth rewrites it on install.\n")
 	io.Copy(&sb, unit.SerializeSections(sections))
 	return sb.String()
+}
+
+// setsNSpawn tells whether the manifest's own .nspawn sections set key in section.
+func (m *Manifest) setsNSpawn(section, key string) bool {
+	for _, s := range m.NSpawn {
+		for _, e := range s.Entries {
+			if s.Section == section && e.Name == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // NamesOfKind lists the image folders in fsys whose manifest has [Image] Kind = kind.
