@@ -247,6 +247,28 @@ func TestMachinesOnSystemd(t *testing.T) {
 		t.Logf("stop figure: %s:stop took %s", m, time.Since(start).Round(100*time.Millisecond))
 	}
 
+	// A machine made from a folder as a new user would (no [Exec] PrivateUsers=, its data bound over the
+	// package's /var/lib/redis): its data directory takes the package's owner, redis can save, and its stop is
+	// prompt (it took the unit's full 90 s when redis could not save its data).
+	folder := hostFile("root/folder-images/redis")
+	os.MkdirAll(folder, 0o755)
+	os.WriteFile(filepath.Join(folder, "image.conf"), []byte("[Image]\nPackages=redis-server\nEnable=redis-server.service\n"+
+		"[Data]\nBind=redis:/var/lib/redis\n[Exec]\nBoot=yes\n"), 0o644)
+	folderBerth := func(args ...string) {
+		t.Helper()
+		if out, err := h.Run(ctx, append([]string{"env", "BERTH_IMAGES=/root/folder-images", "/usr/local/sbin/berth"}, args...)...); err != nil {
+			t.Fatalf("berth %v (the folder-made redis): %v\n%s", args, err, out)
+		}
+	}
+	folderBerth("machine:install", "redis")
+	folderBerth("machine:start", "redis")
+	if out := h.Must(t, "systemd-run", "-M", "redis", "--wait", "--pipe", "-q", "redis-cli", "SAVE"); strings.TrimSpace(out) != "OK" {
+		t.Fatalf("redis cannot save into its data directory: %q", out)
+	}
+	start := time.Now()
+	folderBerth("machine:stop", "redis")
+	t.Logf("stop figure: the folder-made redis (user namespace, idmapped data) stopped in %s", time.Since(start).Round(100*time.Millisecond))
+
 	// clean: no machine, no base, and [Paths] Srv untouched.
 	srvBefore, err := fsx.TreeSum(hostFile("srv"))
 	if err != nil {

@@ -112,7 +112,7 @@ func TestInstall(t *testing.T) {
 	t.Logf("installed twice, identical trees: %s", first)
 
 	var plan bytes.Buffer
-	if err := image.Install(ctx, c, fsys, "tiny", image.Options{DryRun: true, Out: &plan}); err != nil || !strings.Contains(plan.String(), "step 3/6: provision inside") {
+	if err := image.Install(ctx, c, fsys, "tiny", image.Options{DryRun: true, Out: &plan}); err != nil || !strings.Contains(plan.String(), "step 3/7: provision inside") {
 		t.Fatalf("plan: %v\n%s", err, plan.String())
 	}
 

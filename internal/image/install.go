@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"berth/internal/base"
@@ -212,6 +213,11 @@ func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Opti
 		sum, err = m.provision(ctx, c, fsys, dir, opts, out)
 		return err
 	}})
+	if len(m.Binds) > 0 {
+		steps = append(steps, step{"empty data directories take the owner and mode of the directory they cover", func(context.Context, io.Writer) error {
+			return m.ownData(c, dir)
+		}})
+	}
 	return append(steps, step{"root password (" + PasswordFile(c, m.Name) + ")", func(ctx context.Context, _ io.Writer) error {
 		if err := base.SetRootPassword(ctx, dir, PasswordFile(c, m.Name)); err != nil {
 			return err
@@ -337,6 +343,37 @@ func (m *Manifest) placeFiles(c *config.Config, fsys fs.FS, dir string) error {
 		if made {
 			logger().Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
 		}
+	}
+	return nil
+}
+
+// ownData gives each data directory that is still empty the owner and mode of the directory its bind
+// covers in the built tree (what the packages made, such as redis:redis 0750 for /var/lib/redis): a fresh
+// directory made by berth is root's, and a service that cannot write its data may refuse to stop. A data
+// directory with anything in it is the operator's and keeps its owner.
+func (m *Manifest) ownData(c *config.Config, dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, b := range m.Binds {
+		st, err := root.Lstat(strings.TrimPrefix(b.Guest, "/"))
+		if err != nil || !st.IsDir() {
+			continue // nothing there in the tree: the bind makes the mount point
+		}
+		host := filepath.Join(c.Paths.Srv, b.Host)
+		if entries, err := os.ReadDir(host); err != nil || len(entries) > 0 {
+			continue
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		if err := os.Lchown(host, int(sys.Uid), int(sys.Gid)); err != nil {
+			return err
+		}
+		if err := os.Chmod(host, st.Mode().Perm()); err != nil {
+			return err
+		}
+		logger().Info("data directory owned as the tree's", "dir", host, "guest", b.Guest, "uid", sys.Uid, "gid", sys.Gid, "mode", st.Mode().Perm())
 	}
 	return nil
 }
