@@ -89,6 +89,20 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 	if after := sums(); after != before {
 		t.Fatal("a second configure changed a file")
 	}
+	// The original's ./.env: the same inputs from a file and no environment change nothing; config:show names
+	// the file; the environment wins over it.
+	os.MkdirAll(hostFile("root/relay"), 0o755)
+	os.WriteFile(hostFile("root/relay/.env"), []byte("MYDOMAIN=relay.test\nSELF_SIGNED=relay.test\n"), 0o600)
+	if out, err := h.Run(ctx, "sh", "-c", "cd /root/relay && /usr/local/sbin/berth relay:configure"); err != nil || !strings.Contains(out, "nothing changed") || sums() != before {
+		t.Fatalf("configure from ./.env alone: %v\n%s", err, out)
+	}
+	show := h.Must(t, "sh", "-c", "cd /root/relay && /usr/local/sbin/berth config:show && MYDOMAIN=env.relay.test SELF_SIGNED=no /usr/local/sbin/berth config:show")
+	for _, want := range []string{"(from [Relay] SelfSigned)", "(env file /root/relay/.env:2 SELF_SIGNED)", "(env MYDOMAIN)", "(env SELF_SIGNED)"} {
+		if !strings.Contains(show, want) {
+			t.Fatalf("config:show lacks %q:\n%s", want, show)
+		}
+	}
+	t.Logf("configure from ./.env with no environment: nothing changed; config:show names the file, the environment wins")
 
 	// A mysql that never becomes healthy (its server masked): configure gives up after [Relay] HealthTimeout
 	// with one line naming the machine, and changes nothing.
