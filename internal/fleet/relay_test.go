@@ -120,13 +120,19 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 	}
 
 	// Key rotation: the new public key is in the dependent files, the old one nowhere.
-	oldEnv, _ := os.ReadFile(hostFile("srv/relaycreator/.nostrcreds.env"))
-	oldPriv := envValue(string(oldEnv), "NOSTR_PRIVATE_KEY")
-	oldPub := envValue(string(oldEnv), "NOSTR_PUBLIC_KEY")
+	// The key pair: the private key kept in berth's state, the public one in relaycreator's .env.
+	keys := func() (priv, pub string) {
+		s, _ := os.ReadFile(hostFile("var/lib/berth/relay/secrets.env"))
+		e, _ := os.ReadFile(hostFile("srv/relaycreator/.env"))
+		return envValue(string(s), "NOSTR_PRIVATE_KEY"), envValue(string(e), "DEPLOY_PUBKEY")
+	}
+	oldPriv, oldPub := keys()
+	if oldPriv == "" || oldPub == "" {
+		t.Fatal("no key pair before the rotation")
+	}
 	out = berth("relay:rotateKeys")
 	t.Logf("rotate-keys: %s", strings.TrimSpace(out))
-	newEnv, _ := os.ReadFile(hostFile("srv/relaycreator/.nostrcreds.env"))
-	newPub := envValue(string(newEnv), "NOSTR_PUBLIC_KEY")
+	_, newPub := keys()
 	if newPub == oldPub || !strings.Contains(out, "relaycreator/app.service") || !strings.Contains(out, "haproxy/haproxycheck.service") {
 		t.Fatalf("rotation: %s", out)
 	}
