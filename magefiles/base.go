@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/magefile/mage/mg"
 
 	"berth/internal/base"
+	"berth/internal/progress"
 	"berth/internal/run"
 )
 
@@ -48,7 +50,7 @@ func (Base) Clean() error {
 }
 
 // Console boots a throw-away copy of the base (the template itself is never modified) and logs in as root;
-// it prints where the root password is. Leave with Ctrl-] three times.
+// it prints the root password on a terminal (where it is otherwise). Leave with Ctrl-] three times.
 func (Base) Console() error {
 	ctx, c, err := setup()
 	if err != nil {
@@ -58,7 +60,9 @@ func (Base) Console() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("root password: %s\n", base.PasswordFile(c))
+	if err := base.ShowPassword(os.Stdout, base.PasswordFile(c), progress.IsTerminal(os.Stdout)); err != nil {
+		return err
+	}
 	return run.Interactive(ctx, 24*time.Hour, argv...)
 }
 

@@ -10,8 +10,15 @@ import "berth/internal/fleet"
 // Build builds the base rootfs and then every machine (every image folder of Kind=machine).
 func Build() error { return fleet.BaseAndAll(interruptible(), knobs.fleet()) }
 
-// Clean stops and removes every machine (data under [Paths] Srv is kept); base:clean removes the base.
-func Clean() error { return fleet.All("clean", knobs.fleet()) }
+// Clean stops and removes every machine and then the base and berth's caches, as the original's clean did;
+// data under [Paths] Srv is kept.
+func Clean() error {
+	ctx, c, err := setup()
+	if err != nil {
+		return err
+	}
+	return fleet.CleanAll(ctx, c, knobs.imageFS())
+}
 
 // Status prints one table of every machine.
 func Status() error { return fleet.All("status", knobs.fleet()) }

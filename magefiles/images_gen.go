@@ -14,7 +14,7 @@ func (Haproxy) Install() error { return machineDo("install", "haproxy") }
 // Clean stops the haproxy machine and removes it; its data under [Paths] Srv is kept.
 func (Haproxy) Clean() error { return machineDo("clean", "haproxy") }
 
-// Console starts the haproxy machine if needed and logs in; it prints where the root password is.
+// Console starts the haproxy machine if needed and logs in; on a terminal it prints the root password, elsewhere where it is.
 func (Haproxy) Console() error { return machineDo("console", "haproxy") }
 
 // Start starts the haproxy machine.
@@ -47,7 +47,7 @@ func (Mysql) Install() error { return machineDo("install", "mysql") }
 // Clean stops the mysql machine and removes it; its data under [Paths] Srv is kept.
 func (Mysql) Clean() error { return machineDo("clean", "mysql") }
 
-// Console starts the mysql machine if needed and logs in; it prints where the root password is.
+// Console starts the mysql machine if needed and logs in; on a terminal it prints the root password, elsewhere where it is.
 func (Mysql) Console() error { return machineDo("console", "mysql") }
 
 // Start starts the mysql machine.
@@ -80,7 +80,7 @@ func (Relaycreator) Install() error { return machineDo("install", "relaycreator"
 // Clean stops the relaycreator machine and removes it; its data under [Paths] Srv is kept.
 func (Relaycreator) Clean() error { return machineDo("clean", "relaycreator") }
 
-// Console starts the relaycreator machine if needed and logs in; it prints where the root password is.
+// Console starts the relaycreator machine if needed and logs in; on a terminal it prints the root password, elsewhere where it is.
 func (Relaycreator) Console() error { return machineDo("console", "relaycreator") }
 
 // Start starts the relaycreator machine.
@@ -113,7 +113,7 @@ func (Strfry) Install() error { return machineDo("install", "strfry") }
 // Clean stops the strfry machine and removes it; its data under [Paths] Srv is kept.
 func (Strfry) Clean() error { return machineDo("clean", "strfry") }
 
-// Console starts the strfry machine if needed and logs in; it prints where the root password is.
+// Console starts the strfry machine if needed and logs in; on a terminal it prints the root password, elsewhere where it is.
 func (Strfry) Console() error { return machineDo("console", "strfry") }
 
 // Start starts the strfry machine.

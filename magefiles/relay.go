@@ -31,7 +31,7 @@ func (Relay) RotateKeys() error {
 	if err != nil {
 		return err
 	}
-	rep, err := relay.RotateKeys(ctx, c)
+	rep, err := relay.RotateKeys(ctx, c, knobs.imageFS())
 	fmt.Println(rep)
 	return err
 }

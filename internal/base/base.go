@@ -350,6 +350,22 @@ func Password(file string) (string, error) {
 	return pw, fsx.WriteFile(file, []byte(pw+"\n"), 0o600)
 }
 
+// ShowPassword is what a console prints before its login prompt: the root password itself when terminal
+// (an operator at a terminal pastes it, as the original consoles printed it), only the file's path
+// otherwise, so a log or a pipe never receives it.
+func ShowPassword(w io.Writer, file string, terminal bool) error {
+	if !terminal {
+		_, err := fmt.Fprintf(w, "root password: in %s\n", file)
+		return err
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("root password: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "root password (%s): %s\n", file, strings.TrimSpace(string(b)))
+	return err
+}
+
 // SetRootPassword sets root's password in the rootfs dir to the one kept in file (made on first use). The
 // crypt(3) hash is made once with a random salt and kept beside it (file.crypt, 0600), so rebuilding an image
 // yields the same /etc/shadow; chpasswd -e reads it on its standard input, never from argv or a log.

@@ -13,6 +13,7 @@ import (
 	"berth/internal/config"
 	"berth/internal/fsx"
 	"berth/internal/nspawn"
+	"berth/internal/progress"
 	"berth/internal/testutil"
 )
 
@@ -296,5 +297,35 @@ func TestBuild(t *testing.T) {
 	}
 	if again, err := Build(ctx, c, Options{}); err != nil || !again.Reused {
 		t.Fatalf("after failed builds the good base is not current: %+v %v", again, err)
+	}
+}
+
+// TestShowPassword: a console prints the password itself on a terminal (a real pty here), only the file
+// holding it anywhere else (a pipe, a log).
+func TestShowPassword(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwords", "mysql")
+	pw, err := Password(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pty here: %v", err)
+	}
+	defer ptm.Close()
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	if !progress.IsTerminal(ptm) || progress.IsTerminal(w) {
+		t.Fatalf("IsTerminal: pty %v, pipe %v", progress.IsTerminal(ptm), progress.IsTerminal(w))
+	}
+	for _, tc := range []struct {
+		terminal bool
+		want     string
+	}{{true, "root password (" + file + "): " + pw + "\n"}, {false, "root password: in " + file + "\n"}} {
+		var out strings.Builder
+		if err := ShowPassword(&out, file, tc.terminal); err != nil || out.String() != tc.want {
+			t.Fatalf("terminal %v: %q %v, want %q", tc.terminal, out.String(), err, tc.want)
+		}
 	}
 }

@@ -55,11 +55,14 @@ type Base struct {
 
 // Relay configures the relay platform.
 type Relay struct {
+	EnvFile       string // the original's ./.env: MYDOMAIN, MYEMAIL, SELF_SIGNED (the environment wins); empty: none
 	Domain, Email string
 	SelfSigned    bool
 	ACMEDirectory string
 	Machines      []string
 	HealthTimeout time.Duration // how long configure waits for each machine's health check
+	DeployBranch  string        // relaycreator deploys this branch of DeployRepo automatically; empty: no automatic deploys
+	DeployRepo    string        // where relaycreator's deploys fetch from; empty: the relaycreator image's [Source] URL
 }
 
 // Demo configures the LXC demo.
@@ -138,15 +141,23 @@ func LoadFrom(path string, lookupEnv func(string) (string, bool)) (*Config, erro
 	if err := c.readFile(path); err != nil {
 		return nil, err
 	}
+	dot, err := c.dotEnv(lookupEnv)
+	if err != nil {
+		return nil, err
+	}
 	for _, k := range keys {
 		name := "BERTH_" + strings.ToUpper(k.section+"_"+k.name)
 		v, found := lookupEnv(name)
+		origin := "env " + name
 		if legacy, ok := legacyEnv[k.id()]; !found && ok {
-			name = legacy
-			v, found = lookupEnv(legacy)
+			origin = "env " + legacy
+			if v, found = lookupEnv(legacy); !found {
+				if d, ok := dot[legacy]; ok {
+					v, found, origin = d.value, true, d.origin
+				}
+			}
 		}
 		if found {
-			origin := "env " + name
 			if prev := c.origins[k.id()]; strings.HasPrefix(prev, "file ") {
 				origin += ", overriding " + prev + " = " + strings.TrimSpace(c.values[k.id()])
 			}
@@ -164,6 +175,54 @@ func LoadFrom(path string, lookupEnv func(string) (string, bool)) (*Config, erro
 func (k key) id() string { return k.section + "." + k.name }
 
 var legacyEnv = map[string]string{"Relay.Domain": "MYDOMAIN", "Relay.Email": "MYEMAIL", "Relay.SelfSigned": "SELF_SIGNED"}
+
+// dotValue is a value read from [Relay] EnvFile and where it was.
+type dotValue struct{ value, origin string }
+
+// dotEnv reads the original scripts' inputs (MYDOMAIN, MYEMAIL, SELF_SIGNED) from [Relay] EnvFile, whose
+// relative path is taken from the current directory as configure.sh did. The default ./.env may be absent;
+// a file named in the configuration or the environment must exist. Other lines are ignored.
+func (c *Config) dotEnv(lookupEnv func(string) (string, bool)) (map[string]dotValue, error) {
+	const id = "Relay.EnvFile"
+	p, origin := c.values[id], c.origins[id]
+	if v, ok := lookupEnv("BERTH_RELAY_ENVFILE"); ok {
+		p, origin = v, "env BERTH_RELAY_ENVFILE"
+	}
+	if p = strings.TrimSpace(p); p == "" {
+		return nil, nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil, fmt.Errorf("config: [Relay] EnvFile = %q (%s): %w", p, origin, err)
+	}
+	b, err := os.ReadFile(abs)
+	if errors.Is(err, os.ErrNotExist) && origin == "default" {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: [Relay] EnvFile = %q (%s): %w", p, origin, err)
+	}
+	out := map[string]dotValue{}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimPrefix(strings.TrimSpace(line), "export ")
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(k)
+		if !ok || strings.HasPrefix(k, "#") || (k != "MYDOMAIN" && k != "MYEMAIL" && k != "SELF_SIGNED") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		out[k] = dotValue{v, fmt.Sprintf("env file %s:%d %s", abs, i+1, k)}
+	}
+	return out, nil
+}
+
+// fromLegacyDomain tells whether an origin is the original scripts' MYDOMAIN (environment or env file).
+func fromLegacyDomain(origin string) bool {
+	return origin == "env MYDOMAIN" || strings.HasPrefix(origin, "env file ") && strings.HasSuffix(origin, " MYDOMAIN")
+}
 
 func (c *Config) readFile(path string) error {
 	f, err := os.Open(path)

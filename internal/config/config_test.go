@@ -166,3 +166,46 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestDotEnv: the original's ./.env gives MYDOMAIN, MYEMAIL and SELF_SIGNED; the environment wins; config:show
+// names the file and line; a named file that is missing is an error, the default one that is missing is not.
+func TestDotEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	c, err := load(t, "", nil)
+	if err != nil || c.Relay.Domain != "" || c.Relay.EnvFile != filepath.Join(dir, ".env") {
+		t.Fatalf("no .env: %+v %v", c.Relay, err)
+	}
+	os.WriteFile(".env", []byte("# relay\nexport MYEMAIL='ops@relay.test'\nSELF_SIGNED=relay.test\nOTHER=x\n"), 0o600)
+	c, err = load(t, "", nil)
+	if err != nil || !c.Relay.SelfSigned || c.Relay.Domain != "relay.test" || c.Relay.Email != "ops@relay.test" {
+		t.Fatalf("from .env: %+v %v", c.Relay, err)
+	}
+	if o := c.Origin("Relay", "SelfSigned"); o != "env file "+filepath.Join(dir, ".env")+":3 SELF_SIGNED" {
+		t.Fatalf("origin %q", o)
+	}
+	var out bytes.Buffer
+	c.Summary(&out)
+	if !strings.Contains(out.String(), ".env:2 MYEMAIL)") || !strings.Contains(out.String(), "(from [Relay] SelfSigned)") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+	// Both: the environment wins, and the .env's value is not shown as the origin.
+	os.WriteFile(".env", []byte("MYDOMAIN=relay.test\nSELF_SIGNED=relay.test\n"), 0o600)
+	c, err = load(t, "", map[string]string{"MYDOMAIN": "env.example.org", "SELF_SIGNED": "no"})
+	if err != nil || c.Relay.Domain != "env.example.org" || c.Relay.SelfSigned || c.Origin("Relay", "Domain") != "env MYDOMAIN" {
+		t.Fatalf("environment and .env: %+v %v %q", c.Relay, err, c.Origin("Relay", "Domain"))
+	}
+	// [Relay] EnvFile names another file; a bad value in it names the file and line.
+	os.WriteFile("relay.env", []byte("MYDOMAIN=exa_mple..com\n"), 0o600)
+	_, err = load(t, "[Relay]\nEnvFile=relay.env\n", nil)
+	if err == nil || !strings.Contains(err.Error(), `[Relay] Domain = "exa_mple..com" (env file `+filepath.Join(dir, "relay.env")+":1 MYDOMAIN)") {
+		t.Fatalf("bad value from the env file: %v", err)
+	}
+	_, err = load(t, "", map[string]string{"BERTH_RELAY_ENVFILE": "missing.env"})
+	if err == nil || !strings.Contains(err.Error(), `[Relay] EnvFile = "missing.env" (env BERTH_RELAY_ENVFILE)`) {
+		t.Fatalf("a missing named env file: %v", err)
+	}
+	if c, err = load(t, "", map[string]string{"BERTH_RELAY_ENVFILE": ""}); err != nil || c.Relay.EnvFile != "" || c.Relay.Domain != "" {
+		t.Fatalf("EnvFile empty turns it off: %+v %v", c.Relay, err)
+	}
+}

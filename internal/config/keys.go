@@ -21,6 +21,7 @@ var (
 	ifnameRE  = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
 	hexRE     = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	goVerRE   = regexp.MustCompile(`^1\.\d+(\.\d+)?$`)
+	branchRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$`)
 	clockRE   = regexp.MustCompile(`^([01]\d|2[0-3]):[0-5]\d$`)
 	movingSet = map[string]bool{"stable": true, "testing": true, "oldstable": true, "oldoldstable": true, "unstable": true}
 )
@@ -229,6 +230,16 @@ var keys = []key{
 		return nil
 	}},
 
+	{"Relay", "EnvFile", ".env", func(c *Config, v string) error {
+		if strings.ContainsRune(v, 0) {
+			return errors.New("expected a file path, or nothing")
+		}
+		c.Relay.EnvFile = ""
+		if v != "" {
+			c.Relay.EnvFile, _ = filepath.Abs(v)
+		}
+		return nil
+	}},
 	{"Relay", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Relay.Domain)(c, v) }},
 	{"Relay", "Email", "", func(c *Config, v string) error {
 		return optional(func(v string) error {
@@ -248,7 +259,7 @@ var keys = []key{
 			return errors.New("expected yes/no, or the domain name to certify (as SELF_SIGNED=<domain>)")
 		}
 		c.Relay.SelfSigned = true
-		if o := c.origins["Relay.Domain"]; o == "default" || o == "env MYDOMAIN" {
+		if o := c.origins["Relay.Domain"]; o == "default" || fromLegacyDomain(o) {
 			c.Relay.Domain = v
 			c.setDerived("Relay.Domain", v, "from [Relay] SelfSigned")
 		}
@@ -272,6 +283,26 @@ var keys = []key{
 		}
 		c.Relay.HealthTimeout = d
 		return nil
+	}},
+
+	{"Relay", "DeployBranch", "", func(c *Config, v string) error {
+		return optional(func(v string) error {
+			if !branchRE.MatchString(v) || strings.Contains(v, "..") || strings.HasSuffix(v, ".lock") {
+				return errors.New("expected a git branch name such as main (empty: no automatic deploys)")
+			}
+			return nil
+		}, &c.Relay.DeployBranch)(c, v)
+	}},
+	{"Relay", "DeployRepo", "", func(c *Config, v string) error {
+		return optional(func(v string) error {
+			if u, err := url.Parse(v); !strings.HasPrefix(v, "/") && (err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "ssh") || u.Host == "") {
+				return errors.New("expected an https://, ssh:// or http:// git URL, or a path inside the relaycreator machine (empty: the image's source)")
+			}
+			if strings.ContainsAny(v, " \t\n\"'$`\\") {
+				return errors.New("expected a git URL without spaces, quotes or shell characters")
+			}
+			return nil
+		}, &c.Relay.DeployRepo)(c, v)
 	}},
 
 	{"Demo", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Demo.Domain)(c, v) }},

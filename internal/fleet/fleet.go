@@ -25,6 +25,7 @@ import (
 	"berth/internal/image"
 	"berth/internal/lock"
 	"berth/internal/machine"
+	"berth/internal/progress"
 	"berth/internal/publish"
 	"berth/internal/run"
 	"berth/internal/wait"
@@ -85,7 +86,9 @@ func Do(action, name string, o Options) error {
 		if err := machine.Start(ctx, name); err != nil {
 			return err
 		}
-		fmt.Printf("root password: %s\n", image.PasswordFile(c, name))
+		if err := base.ShowPassword(os.Stdout, image.PasswordFile(c, name), progress.IsTerminal(os.Stdout)); err != nil {
+			return err
+		}
 		return run.Interactive(ctx, 24*time.Hour, "machinectl", "login", name)
 	}
 	return fmt.Errorf("unknown action %q", action)
@@ -144,6 +147,36 @@ func Clean(ctx context.Context, c *config.Config, name string) error {
 	}
 	fmt.Printf("%s cleaned; its data under %s is kept\n", name, c.Paths.Srv)
 	return nil
+}
+
+// CleanAll is the root clean of the original: every machine (each image folder of Kind=machine and every
+// tree under [Paths] Machines that berth installed, a folder since removed included), then the base and
+// its caches. Data under [Paths] Srv stays.
+func CleanAll(ctx context.Context, c *config.Config, fsys fs.FS) error {
+	names, err := image.NamesOfKind(fsys, "machine")
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(c.Paths.Machines)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		if st, serr := image.ReadStamp(filepath.Join(c.Paths.Machines, e.Name())); serr == nil && st.Image == e.Name() && e.IsDir() &&
+			config.ValidName(e.Name()) == nil && !slices.Contains(names, e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	for _, n := range names {
+		if err := Clean(ctx, c, n); err != nil {
+			return err
+		}
+	}
+	removed, err := base.Clean(ctx, c)
+	for _, p := range removed {
+		fmt.Println("removed", p)
+	}
+	return err
 }
 
 // Purge deletes the machine's data directories, only when confirm names the image.

@@ -15,14 +15,17 @@ import (
 	"time"
 
 	"berth/internal/fsx"
+	"berth/internal/run"
 	"berth/internal/testhost"
+	"berth/internal/testutil"
 	"berth/internal/tlsx"
 )
 
 // relayConfiguration runs relay:configure, rotate-keys and renew on the machines TestMachinesOnSystemd built.
-func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) string, hostFile func(string) string) {
+// sql runs a query as the creator user; get waits until relaycreator serves a page containing want.
+func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) string, hostFile func(string) string, sql func(string) string, get func(string)) {
 	ctx := context.Background()
-	files := []string{"srv/relaycreator/.env", "srv/relaycreator/.nostrcreds.env", "srv/haproxy/.cookiecutter.env",
+	files := []string{"srv/relaycreator/.env", "srv/relaycreator/deploy.env", "srv/haproxy/.cookiecutter.env",
 		"srv/strfry/.cookiecutter.env", "srv/strfry/.interceptor.env", "srv/haproxy/certs/bundle.pem", "var/lib/berth/relay/secrets.env"}
 	sums := func() string {
 		var all []string
@@ -65,6 +68,18 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 			t.Fatalf("%s: %v %v", f, st, err)
 		}
 	}
+	// relaycreator migrated its database before serving, and was rebuilt with the deployment's public setting.
+	if tables := sql("SHOW TABLES"); !strings.Contains(tables, "Relay") || !strings.Contains(tables, "_prisma_migrations") {
+		t.Fatalf("after configure the creator database has: %q", tables)
+	}
+	get("relaycreator fixture v1 for relay.test")
+	t.Logf("after configure: tables %q; relaycreator serves its build for relay.test", strings.Fields(sql("SHOW TABLES")))
+	// relaycreator listens on 127.0.0.1 only.
+	listen := h.Must(t, "ss", "-Hltnp", "sport", "=", ":3000")
+	if !strings.Contains(listen, "127.0.0.1:3000") || strings.Contains(listen, "0.0.0.0:3000") || strings.Contains(listen, "*:3000") {
+		t.Fatalf("relaycreator listens on:\n%s", listen)
+	}
+	t.Logf("ss -ltnp for port 3000: %s", strings.Join(strings.Fields(listen), " "))
 	first := serial()
 	t.Logf("the edge serves %s", first)
 	before := sums()
@@ -74,6 +89,20 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 	if after := sums(); after != before {
 		t.Fatal("a second configure changed a file")
 	}
+	// The original's ./.env: the same inputs from a file and no environment change nothing; config:show names
+	// the file; the environment wins over it.
+	os.MkdirAll(hostFile("root/relay"), 0o755)
+	os.WriteFile(hostFile("root/relay/.env"), []byte("MYDOMAIN=relay.test\nSELF_SIGNED=relay.test\n"), 0o600)
+	if out, err := h.Run(ctx, "sh", "-c", "cd /root/relay && /usr/local/sbin/berth relay:configure"); err != nil || !strings.Contains(out, "nothing changed") || sums() != before {
+		t.Fatalf("configure from ./.env alone: %v\n%s", err, out)
+	}
+	show := h.Must(t, "sh", "-c", "cd /root/relay && /usr/local/sbin/berth config:show && MYDOMAIN=env.relay.test SELF_SIGNED=no /usr/local/sbin/berth config:show")
+	for _, want := range []string{"(from [Relay] SelfSigned)", "(env file /root/relay/.env:2 SELF_SIGNED)", "(env MYDOMAIN)", "(env SELF_SIGNED)"} {
+		if !strings.Contains(show, want) {
+			t.Fatalf("config:show lacks %q:\n%s", want, show)
+		}
+	}
+	t.Logf("configure from ./.env with no environment: nothing changed; config:show names the file, the environment wins")
 
 	// A mysql that never becomes healthy (its server masked): configure gives up after [Relay] HealthTimeout
 	// with one line naming the machine, and changes nothing.
@@ -91,13 +120,19 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 	}
 
 	// Key rotation: the new public key is in the dependent files, the old one nowhere.
-	oldEnv, _ := os.ReadFile(hostFile("srv/relaycreator/.nostrcreds.env"))
-	oldPriv := envValue(string(oldEnv), "NOSTR_PRIVATE_KEY")
-	oldPub := envValue(string(oldEnv), "NOSTR_PUBLIC_KEY")
+	// The key pair: the private key kept in berth's state, the public one in relaycreator's .env.
+	keys := func() (priv, pub string) {
+		s, _ := os.ReadFile(hostFile("var/lib/berth/relay/secrets.env"))
+		e, _ := os.ReadFile(hostFile("srv/relaycreator/.env"))
+		return envValue(string(s), "NOSTR_PRIVATE_KEY"), envValue(string(e), "DEPLOY_PUBKEY")
+	}
+	oldPriv, oldPub := keys()
+	if oldPriv == "" || oldPub == "" {
+		t.Fatal("no key pair before the rotation")
+	}
 	out = berth("relay:rotateKeys")
 	t.Logf("rotate-keys: %s", strings.TrimSpace(out))
-	newEnv, _ := os.ReadFile(hostFile("srv/relaycreator/.nostrcreds.env"))
-	newPub := envValue(string(newEnv), "NOSTR_PUBLIC_KEY")
+	_, newPub := keys()
 	if newPub == oldPub || !strings.Contains(out, "relaycreator/app.service") || !strings.Contains(out, "haproxy/haproxycheck.service") {
 		t.Fatalf("rotation: %s", out)
 	}
@@ -135,7 +170,113 @@ func relayConfiguration(t *testing.T, h *testhost.Host, berth func(...string) st
 		t.Fatal("the bundle lacks its key")
 	}
 
+	deploys(t, h, berth, hostFile, sql, get)
+	guestLinks(t, h, berth, hostFile)
 	acmeWithPebble(t, h, hostFile, sums, serial, renewUnderLoad)
+}
+
+// deploys follows [Relay] DeployBranch of a repository in relaycreator's data directory: a new migration is
+// applied by the deploy; a migration that fails leaves the previous release serving and configure exits with
+// the migration's error; so does a build that fails.
+func deploys(t *testing.T, h *testhost.Host, berth func(...string) string, hostFile func(string) string, sql func(string) string, get func(string)) {
+	ctx := context.Background()
+	fixtures := filepath.Join(testutil.RepoRoot(t), "internal/fleet/testdata/relaycreator")
+	upstream := hostFile("srv/relaycreator/upstream")
+	if _, err := (run.Cmd{Argv: []string{"cp", "-r", fixtures, upstream}}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	commit := func(msg string, files map[string]string) {
+		t.Helper()
+		for name, content := range files {
+			os.MkdirAll(filepath.Dir(filepath.Join(upstream, name)), 0o755)
+			os.WriteFile(filepath.Join(upstream, name), []byte(content), 0o644)
+		}
+		for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "."}, {"commit", "-q", "-m", msg}} {
+			if _, err := (run.Cmd{Argv: append([]string{"git", "-C", upstream, "-c", "user.name=t", "-c", "user.email=t@t"}, args...)}).Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deploy := []string{"env", "SELF_SIGNED=relay.test", "BERTH_RELAY_DEPLOYBRANCH=main", "BERTH_RELAY_DEPLOYREPO=/srv/relaycreator/upstream",
+		"/usr/local/sbin/berth", "relay:configure"}
+	commit("v2 with a second migration", map[string]string{"VERSION": "v2\n",
+		"prisma/migrations/20240202000000_relay_owner/migration.sql": "CREATE TABLE `RelayOwner` (`id` VARCHAR(191) NOT NULL, PRIMARY KEY (`id`));\n"})
+	out, err := h.Run(ctx, deploy...)
+	if err != nil {
+		t.Fatalf("configure with a deploy branch: %v\n%s", err, out)
+	}
+	get("relaycreator fixture v2 for relay.test")
+	if tables := sql("SHOW TABLES"); !strings.Contains(tables, "RelayOwner") {
+		t.Fatalf("the deploy did not apply its migration: %q", tables)
+	}
+	t.Logf("deploy of v2: %s; tables now %q", lastLine(out), strings.Fields(sql("SHOW TABLES")))
+
+	commit("v3 whose migration fails", map[string]string{"VERSION": "v3\n",
+		"prisma/migrations/20240303000000_broken/migration.sql": "ALTER TABLE `NoSuchTable` ADD COLUMN `x` INT;\n"})
+	out, err = h.Run(ctx, deploy...)
+	if err == nil || !strings.Contains(lastLine(out), "relaycreator's deploy failed, the previous release keeps serving") ||
+		!strings.Contains(lastLine(out), "20240303000000_broken") || !strings.Contains(lastLine(out), "NoSuchTable") {
+		t.Fatalf("a deploy whose migration fails: %v\n%s", err, out)
+	}
+	get("relaycreator fixture v2 for relay.test")
+	t.Logf("v3's migration failed, v2 serves: %s", lastLine(out))
+
+	commit("v4 whose build fails", map[string]string{"VERSION": "v4\n", "BROKEN": "",
+		"prisma/migrations/20240303000000_broken/migration.sql": "SELECT 1;\n"})
+	if out, err = h.Run(ctx, deploy...); err == nil || !strings.Contains(lastLine(out), "build failed on purpose") {
+		t.Fatalf("a deploy whose build fails: %v\n%s", err, out)
+	}
+	get("relaycreator fixture v2 for relay.test")
+	t.Logf("v4's build failed, v2 serves: %s", lastLine(out))
+
+	// DeployBranch empty again: no automatic deploys; the image's own release, built for this deployment.
+	out = berth("relay:configure")
+	get("relaycreator fixture v1 for relay.test")
+	if b, _ := os.ReadFile(hostFile("srv/relaycreator/deploy.env")); !strings.Contains(string(b), "DEPLOY_BRANCH=\n") {
+		t.Fatalf("deploy.env after DeployBranch was emptied:\n%s", b)
+	}
+	t.Logf("DeployBranch off: %s", lastLine(out))
+}
+
+// guestLinks: root in the haproxy machine replaces haproxy.cfg and certs/ with links to the host's secrets;
+// renew and configure refuse in one line and the host's files stay as they were.
+func guestLinks(t *testing.T, h *testhost.Host, berth func(...string) string, hostFile func(string) string) {
+	ctx := context.Background()
+	guest := func(script string) {
+		t.Helper()
+		if out, err := h.Run(ctx, "systemd-run", "-M", "haproxy", "--wait", "--pipe", "-q", "sh", "-c", script); err != nil {
+			t.Fatalf("in the haproxy machine: %v\n%s", err, out)
+		}
+	}
+	hostFiles := []string{"var/lib/berth/relay/secrets.env", "var/lib/berth/relay/acme-account.key", "etc/shadow"}
+	sums := func() string {
+		var all []string
+		for _, f := range hostFiles {
+			s, _ := fsx.FileSHA256(hostFile(f))
+			all = append(all, s)
+		}
+		return strings.Join(all, " ")
+	}
+	guest("cd /etc/haproxy && mv haproxy.cfg haproxy.cfg.real && ln -s /var/lib/berth/relay/secrets.env haproxy.cfg && " +
+		"mv certs certs.real && ln -s /var/lib/berth/relay certs")
+	before := sums()
+	for _, argv := range [][]string{{"env", "FORCE=1", "SELF_SIGNED=relay.test", "/usr/local/sbin/berth", "relay:renew"},
+		{"env", "SELF_SIGNED=relay.test", "/usr/local/sbin/berth", "relay:configure"}} {
+		out, err := h.Run(ctx, argv...)
+		if err == nil || !strings.Contains(lastLine(out), "refusing /srv/haproxy/") || !strings.Contains(lastLine(out), "leads out of the directory /srv/haproxy") {
+			t.Fatalf("%s with links planted in the haproxy machine: %v\n%s", argv[len(argv)-1], err, out)
+		}
+		t.Logf("%s refused: %s", argv[len(argv)-1], lastLine(out))
+	}
+	if after := sums(); after != before {
+		t.Fatal("a host file changed through the planted links")
+	}
+	if _, err := os.Stat(hostFile("var/lib/berth/relay/bundle.pem")); !os.IsNotExist(err) {
+		t.Fatal("a bundle landed in the host's state directory")
+	}
+	t.Logf("host files unchanged: %s", before)
+	guest("cd /etc/haproxy && rm haproxy.cfg certs && mv haproxy.cfg.real haproxy.cfg && mv certs.real certs")
+	_ = berth
 }
 
 // edgeLoad sends HTTPS requests to the edge from four goroutines until stop is called.

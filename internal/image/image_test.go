@@ -118,7 +118,7 @@ func TestInstall(t *testing.T) {
 	t.Logf("installed twice, identical trees: %s", first)
 
 	var plan bytes.Buffer
-	if err := image.Install(ctx, c, fsys, "tiny", image.Options{DryRun: true, Out: &plan}); err != nil || !strings.Contains(plan.String(), "step 3/6: provision inside") {
+	if err := image.Install(ctx, c, fsys, "tiny", image.Options{DryRun: true, Out: &plan}); err != nil || !strings.Contains(plan.String(), "step 3/7: provision inside") {
 		t.Fatalf("plan: %v\n%s", err, plan.String())
 	}
 
@@ -133,5 +133,31 @@ func TestInstall(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.Paths.Machines, ".tiny.staging")); !os.IsNotExist(err) {
 		t.Fatalf("staging left behind: %v", err)
+	}
+}
+
+// TestNSpawnUserNamespace: a manifest that does not choose PrivateUsers= gets a user namespace with its data
+// binds idmapped (the guest owns its data); one that chooses keeps its choice and plain binds.
+func TestNSpawnUserNamespace(t *testing.T) {
+	load := func(conf string) *image.Manifest {
+		t.Helper()
+		m, err := image.Load(fstest.MapFS{"redis/image.conf": {Data: []byte(conf)}}, "redis")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	got := load("[Image]\nPackages=redis-server\n[Data]\nBind=redis:/var/lib/redis\n[Exec]\nBoot=yes\n").NSpawnFile("/srv")
+	for _, want := range []string{"[Exec]\nBoot=yes\nPrivateUsers=pick\nPrivateUsersOwnership=auto\n", "Bind=/srv/redis:/var/lib/redis:idmap\n"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("no choice: want %q in\n%s", want, got)
+		}
+	}
+	if got := load("[Image]\n[Data]\nBind=redis:/var/lib/redis\n").NSpawnFile("/srv"); !strings.Contains(got, "[Exec]\nPrivateUsers=pick\n") {
+		t.Fatalf("no [Exec] at all:\n%s", got)
+	}
+	got = load("[Data]\nBind=redis:/var/lib/redis\n[Exec]\nPrivateUsers=no\n").NSpawnFile("/srv")
+	if strings.Contains(got, "pick") || strings.Contains(got, "idmap") || !strings.Contains(got, "Bind=/srv/redis:/var/lib/redis\n") {
+		t.Fatalf("a manifest's own choice:\n%s", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"berth/internal/base"
@@ -178,10 +179,21 @@ func Install(ctx context.Context, c *config.Config, fsys fs.FS, name string, opt
 // buildSteps are the steps every image takes into dir: a clone of the base, the sources, the files,
 // the provision script (booted or not), the root password and the stamp.
 func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Options, baseKey string, method *clone.Method) []step {
-	steps := []step{{"clone the base " + base.Dir(c) + " into " + dir, func(ctx context.Context, _ io.Writer) error {
+	steps := []step{{"clone the base " + base.Dir(c) + " into " + dir + " (holding the base's lock, shared)", func(ctx context.Context, _ io.Writer) error {
 		if err := clone.Remove(ctx, dir); err != nil {
 			return err
 		}
+		// Shared: installs clone side by side; a base:build swap or base:clean waits until the clone is done.
+		l, err := lock.AcquireShared(ctx, base.LockFile(c), m.Name+" clones the base", 2*time.Hour)
+		if err != nil {
+			return err
+		}
+		defer l.Release()
+		b, err := base.ReadStamp(base.Dir(c))
+		if err != nil {
+			return fmt.Errorf("no base rootfs at %s: run base:build first", base.Dir(c))
+		}
+		baseKey = b.Key // the stamp records the base actually cloned
 		used, err := clone.Tree(ctx, base.Dir(c), dir)
 		*method = used
 		if err == nil && !m.Go { // 240 MB an image that builds no Go does not need
@@ -205,6 +217,11 @@ func buildSteps(c *config.Config, fsys fs.FS, m *Manifest, dir string, opts Opti
 		sum, err = m.provision(ctx, c, fsys, dir, opts, out)
 		return err
 	}})
+	if len(m.Binds) > 0 {
+		steps = append(steps, step{"empty data directories take the owner and mode of the directory they cover", func(context.Context, io.Writer) error {
+			return m.ownData(c, dir)
+		}})
+	}
 	return append(steps, step{"root password (" + PasswordFile(c, m.Name) + ")", func(ctx context.Context, _ io.Writer) error {
 		if err := base.SetRootPassword(ctx, dir, PasswordFile(c, m.Name)); err != nil {
 			return err
@@ -337,13 +354,45 @@ func (m *Manifest) placeHostSide(c *config.Config, fsys fs.FS) error {
 		if domain == "" {
 			domain = "localhost"
 		}
-		made, err := tlsx.EnsureBundle(filepath.Join(c.Paths.Srv, m.Certificate), domain, 90*24*time.Hour)
+		machineDir, rel, _ := strings.Cut(m.Certificate, "/") // [Paths] Srv/<data dir>, the guest's from there on
+		made, err := tlsx.EnsureBundleIn(filepath.Join(c.Paths.Srv, machineDir), rel, domain, 90*24*time.Hour)
 		if err != nil {
 			return err
 		}
 		if made {
 			logger().Info("placeholder self-signed certificate until configure", "file", filepath.Join(c.Paths.Srv, m.Certificate))
 		}
+	}
+	return nil
+}
+
+// ownData gives each data directory that is still empty the owner and mode of the directory its bind
+// covers in the built tree (what the packages made, such as redis:redis 0750 for /var/lib/redis): a fresh
+// directory made by berth is root's, and a service that cannot write its data may refuse to stop. A data
+// directory with anything in it is the operator's and keeps its owner.
+func (m *Manifest) ownData(c *config.Config, dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, b := range m.Binds {
+		st, err := root.Lstat(strings.TrimPrefix(b.Guest, "/"))
+		if err != nil || !st.IsDir() {
+			continue // nothing there in the tree: the bind makes the mount point
+		}
+		host := filepath.Join(c.Paths.Srv, b.Host)
+		if entries, err := os.ReadDir(host); err != nil || len(entries) > 0 {
+			continue
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		if err := os.Lchown(host, int(sys.Uid), int(sys.Gid)); err != nil {
+			return err
+		}
+		if err := os.Chmod(host, st.Mode().Perm()); err != nil {
+			return err
+		}
+		logger().Info("data directory owned as the tree's", "dir", host, "guest", b.Guest, "uid", sys.Uid, "gid", sys.Gid, "mode", st.Mode().Perm())
 	}
 	return nil
 }
@@ -596,9 +645,16 @@ func sourceStep(c *config.Config, dir string, s Source, override string) step {
 			return placeSource(ctx, dir, s, override)
 		}}
 	}
-	cache := filepath.Join(c.Paths.Cache, "sources", s.Name+"-"+s.Ref)
-	return step{fmt.Sprintf("source %s: git clone %s, checkout %s (cached in %s) → %s", s.Name, s.URL, s.Ref, cache, s.Dest),
+	key, pin := s.Ref, "checkout "+s.Ref
+	if s.Commit != "" {
+		key, pin = s.Commit, "checkout "+s.Ref+", verified to be commit "+s.Commit
+	}
+	cache := filepath.Join(c.Paths.Cache, "sources", s.Name+"-"+key)
+	return step{fmt.Sprintf("source %s: git clone %s, %s (cached in %s) → %s", s.Name, s.URL, pin, cache, s.Dest),
 		func(ctx context.Context, _ io.Writer) error {
+			if s.Commit == "" {
+				logger().Warn("source pinned by a tag or branch, which can move: add [Source] Commit=", "source", s.Name, "ref", s.Ref)
+			}
 			// Images built side by side may share a source (cookiecutter): one clones, the others wait.
 			if err := os.MkdirAll(filepath.Dir(cache), 0o755); err != nil {
 				return err
@@ -621,12 +677,34 @@ func sourceStep(c *config.Config, dir string, s Source, override string) step {
 						return fmt.Errorf("source %s: %w", s.Name, err)
 					}
 				}
+				if err := verifyCommit(ctx, tmp, s); err != nil {
+					os.RemoveAll(tmp)
+					return err
+				}
 				if err := os.Rename(tmp, cache); err != nil {
 					return err
 				}
 			}
+			if err := verifyCommit(ctx, cache, s); err != nil { // the cache too: nothing but the pinned commit goes in
+				return err
+			}
 			return placeSource(ctx, dir, s, cache)
 		}}
+}
+
+// verifyCommit checks that the checkout at dir is s.Commit (when the manifest pins one).
+func verifyCommit(ctx context.Context, dir string, s Source) error {
+	if s.Commit == "" {
+		return nil
+	}
+	out, err := run.Output(ctx, "git", "-C", dir, "rev-parse", "HEAD")
+	if err != nil {
+		return fmt.Errorf("source %s: %w", s.Name, err)
+	}
+	if got := strings.TrimSpace(out); got != s.Commit {
+		return fmt.Errorf("source %s: %s at %s is commit %s, not the pinned %s: refusing it (the ref moved, or the source is not the one pinned)", s.Name, s.URL, s.Ref, got, s.Commit)
+	}
+	return nil
 }
 
 // placeSource copies a checkout (a directory) or unpacks a tarball into the rootfs at s.Dest.

@@ -70,9 +70,12 @@ type Copy struct {
 	Mode     fs.FileMode
 }
 
-// Source is a tree from a git host, pinned to Ref; an override path (a checkout or a tarball) replaces it
-// on offline hosts and in tests.
-type Source struct{ Name, URL, Ref, Dest string }
+// Source is a tree from a git host at Ref, verified to be Commit after checkout (a tag can move; a commit
+// cannot); Commit defaults to Ref when Ref is itself a commit. An override path (a checkout or a tarball)
+// replaces it on offline hosts and in tests.
+type Source struct{ Name, URL, Ref, Commit, Dest string }
+
+var commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // Bind is a data directory: Srv/Host on the host, Guest inside the machine.
 type Bind struct{ Host, Guest string }
@@ -120,9 +123,12 @@ func Load(fsys fs.FS, name string) (*Manifest, error) {
 		m.Go = *opt.goTool
 	}
 	m.Serve = m.Serve.withDefaults()
-	for _, s := range m.Sources {
+	for i, s := range m.Sources {
 		if config.ValidName(s.Name) != nil || s.URL == "" || s.Ref == "" || !strings.HasPrefix(s.Dest, "/") {
 			return nil, fmt.Errorf("image %s: [Source] %q needs Name, URL, a pinned Ref and an absolute Dest", name, s.Name)
+		}
+		if s.Commit == "" && commitRE.MatchString(s.Ref) {
+			m.Sources[i].Commit = s.Ref
 		}
 	}
 	return m, nil
@@ -229,7 +235,7 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Copies = append(m.Copies, c)
 		return ""
 	},
-	"Source.Name": sourceField, "Source.URL": sourceField, "Source.Ref": sourceField, "Source.Dest": sourceField,
+	"Source.Name": sourceField, "Source.URL": sourceField, "Source.Ref": sourceField, "Source.Commit": sourceField, "Source.Dest": sourceField,
 	"Data.Bind": func(m *Manifest, _ *optional, _, v string) string {
 		host, guest, ok := strings.Cut(v, ":")
 		if !ok || config.ValidName(host) != nil || !strings.HasPrefix(guest, "/") {
@@ -238,10 +244,17 @@ var manifestKeys = map[string]func(m *Manifest, o *optional, key, v string) stri
 		m.Binds = append(m.Binds, Bind{Host: host, Guest: guest})
 		return ""
 	},
-	"Data.Skeleton":    func(m *Manifest, _ *optional, _, v string) string { m.Skeleton = v; return "" },
-	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string { m.Certificate = v; return "" },
-	"Health.TCP":       func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
-	"Health.File":      func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
+	"Data.Skeleton": func(m *Manifest, _ *optional, _, v string) string { m.Skeleton = v; return "" },
+	"Data.Certificate": func(m *Manifest, _ *optional, _, v string) string {
+		dir, rel, ok := strings.Cut(v, "/")
+		if !ok || config.ValidName(dir) != nil || rel == "" || !fs.ValidPath(v) {
+			return "expected <data directory>/<file>, such as haproxy/certs/bundle.pem"
+		}
+		m.Certificate = v
+		return ""
+	},
+	"Health.TCP":  func(m *Manifest, _ *optional, _, v string) string { m.HealthTCP = v; return "" },
+	"Health.File": func(m *Manifest, _ *optional, _, v string) string { m.HealthFile = v; return "" },
 }
 
 // urlPath sets *dst to v when v is a URL path.
@@ -264,7 +277,10 @@ func yesNo(_ *Manifest, o *optional, key, v string) string {
 
 func sourceField(m *Manifest, _ *optional, key, v string) string {
 	src := &m.Sources[len(m.Sources)-1]
-	*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Dest": &src.Dest}[key] = v
+	if key == "Commit" && !commitRE.MatchString(v) {
+		return "expected a full commit id (40 hexadecimal digits)"
+	}
+	*map[string]*string{"Name": &src.Name, "URL": &src.URL, "Ref": &src.Ref, "Commit": &src.Commit, "Dest": &src.Dest}[key] = v
 	return ""
 }
 
@@ -284,12 +300,38 @@ func (s Serve) withDefaults() Serve {
 var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,40}$`)
 
 // NSpawnFile renders the machine's .nspawn settings: the manifest's own sections plus the data binds.
+//
+// A manifest that does not choose PrivateUsers= gets a user namespace of its own (PrivateUsers=pick, the
+// rootfs mapped, not chowned, where the file system allows) with its data binds idmapped, so that the guest's
+// services own their data. Without a choice written here, systemd-nspawn@.service's own -U applied while the
+// binds kept host ownership: a service that could not write its data directory could hold the machine's stop
+// for the unit's whole 90 s (redis refusing to exit without saving).
 func (m *Manifest) NSpawnFile(srv string) string {
 	sections := append([]*unit.UnitSection{}, m.NSpawn...)
+	userns := !m.setsNSpawn("Exec", "PrivateUsers")
+	if userns {
+		var exec *unit.UnitSection
+		for i, s := range sections {
+			if s.Section == "Exec" {
+				exec = &unit.UnitSection{Section: "Exec", Entries: append([]*unit.UnitEntry{}, s.Entries...)}
+				sections[i] = exec
+			}
+		}
+		if exec == nil {
+			exec = &unit.UnitSection{Section: "Exec"}
+			sections = append([]*unit.UnitSection{exec}, sections...)
+		}
+		exec.Entries = append(exec.Entries, &unit.UnitEntry{Name: "PrivateUsers", Value: "pick"},
+			&unit.UnitEntry{Name: "PrivateUsersOwnership", Value: "auto"})
+	}
 	if len(m.Binds) > 0 {
 		files := &unit.UnitSection{Section: "Files"}
 		for _, b := range m.Binds {
-			files.Entries = append(files.Entries, &unit.UnitEntry{Name: "Bind", Value: path.Join(srv, b.Host) + ":" + b.Guest})
+			v := path.Join(srv, b.Host) + ":" + b.Guest
+			if userns {
+				v += ":idmap"
+			}
+			files.Entries = append(files.Entries, &unit.UnitEntry{Name: "Bind", Value: v})
 		}
 		sections = append(sections, files)
 	}
@@ -297,6 +339,18 @@ func (m *Manifest) NSpawnFile(srv string) string {
 	sb.WriteString("# Written by berth from images/" + m.Name + "/image.conf; berth rewrites it on install.\n")
 	io.Copy(&sb, unit.SerializeSections(sections))
 	return sb.String()
+}
+
+// setsNSpawn tells whether the manifest's own .nspawn sections set key in section.
+func (m *Manifest) setsNSpawn(section, key string) bool {
+	for _, s := range m.NSpawn {
+		for _, e := range s.Entries {
+			if s.Section == section && e.Name == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // NamesOfKind lists the image folders in fsys whose manifest has [Image] Kind = kind.

@@ -19,8 +19,9 @@ import (
 // Lock is a held lock; Release lets it go. The kernel releases it too if the process dies, so a crash never
 // leaves a stale lock behind.
 type Lock struct {
-	f    *os.File
-	path string
+	f      *os.File
+	path   string
+	shared bool
 }
 
 // ErrTimeout is wrapped by Acquire's error when the lock stayed taken for the whole timeout.
@@ -29,7 +30,7 @@ var ErrTimeout = errors.New("lock timeout")
 // Acquire takes the exclusive lock at path, waiting at most timeout. what describes the holder's job
 // (for example "demo switch"); it is written into the lock file with the pid so that waiters can name it.
 func Acquire(ctx context.Context, path, what string, timeout time.Duration) (*Lock, error) {
-	return AcquireOrYield(ctx, path, what, timeout, nil)
+	return acquire(ctx, path, what, timeout, unix.LOCK_EX, nil)
 }
 
 // Info is what a holder wrote into the lock file: its pid, its job and when it took the lock.
@@ -56,6 +57,17 @@ func (e *YieldError) Error() string {
 // AcquireOrYield is Acquire, except that while it waits it gives up at once with a *YieldError when
 // yield(holder) says so (a switch does not wait out an upgrade: it skips its turn).
 func AcquireOrYield(ctx context.Context, path, what string, timeout time.Duration, yield func(Info) bool) (*Lock, error) {
+	return acquire(ctx, path, what, timeout, unix.LOCK_EX, yield)
+}
+
+// AcquireShared takes the lock at path shared: any number of shared holders at once (jobs that only read
+// the resource, such as installs cloning the base), none beside an exclusive holder (a job that replaces it).
+// A shared holder does not write its name into the lock file, which names the last exclusive holder.
+func AcquireShared(ctx context.Context, path, what string, timeout time.Duration) (*Lock, error) {
+	return acquire(ctx, path, what, timeout, unix.LOCK_SH, nil)
+}
+
+func acquire(ctx context.Context, path, what string, timeout time.Duration, how int, yield func(Info) bool) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -68,7 +80,7 @@ func AcquireOrYield(ctx context.Context, path, what string, timeout time.Duratio
 	// lets go, before a job that starts later can: waiters run in the order they came, as a switch queued
 	// behind an upgrade expects.
 	err = wait.Until(ctx, timeout, 10*time.Millisecond, func(context.Context) (bool, error) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return true, nil
 		}
@@ -89,6 +101,9 @@ func AcquireOrYield(ctx context.Context, path, what string, timeout time.Duratio
 	if err != nil {
 		f.Close()
 		return nil, err
+	}
+	if how == unix.LOCK_SH {
+		return &Lock{f: f, path: path, shared: true}, nil
 	}
 	if err := f.Truncate(0); err == nil {
 		f.WriteAt([]byte(fmt.Sprintf("%d %s\nsince %s\n", os.Getpid(), what, time.Now().Format(time.RFC3339))), 0)
@@ -123,7 +138,9 @@ func (l *Lock) Release() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	l.f.Truncate(0)
+	if !l.shared {
+		l.f.Truncate(0)
+	}
 	err := l.f.Close()
 	l.f = nil
 	return err

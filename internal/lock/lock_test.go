@@ -89,3 +89,31 @@ func TestYieldToHolder(t *testing.T) {
 	}
 	t.Logf("yielded: %v", err)
 }
+
+// TestShared: installs cloning the base hold it together; a base build waits for them, and they wait for it.
+func TestShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "base.lock")
+	ctx := context.Background()
+	a, err := AcquireShared(ctx, path, "a clones the base", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := AcquireShared(ctx, path, "b clones the base", 150*time.Millisecond)
+	if err != nil {
+		t.Fatalf("a second shared holder: %v", err)
+	}
+	if _, err := Acquire(ctx, path, "base build", 150*time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("an exclusive holder beside shared ones: %v", err)
+	}
+	a.Release()
+	b.Release()
+	x, err := Acquire(ctx, path, "base build", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := AcquireShared(ctx, path, "c clones the base", 150*time.Millisecond); !errors.Is(err, ErrTimeout) ||
+		!strings.Contains(err.Error(), "(base build)") {
+		t.Fatalf("a shared holder beside an exclusive one: %v", err)
+	}
+	x.Release()
+}

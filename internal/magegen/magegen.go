@@ -38,7 +38,7 @@ type Action struct{ Method, Action, Doc string }
 var Actions = []Action{
 	{"Install", "install", "Install builds the %[1]s machine from the base and swaps it in (PLAN=1 prints the steps)."},
 	{"Clean", "clean", "Clean stops the %[1]s machine and removes it; its data under [Paths] Srv is kept."},
-	{"Console", "console", "Console starts the %[1]s machine if needed and logs in; it prints where the root password is."},
+	{"Console", "console", "Console starts the %[1]s machine if needed and logs in; on a terminal it prints the root password, elsewhere where it is."},
 	{"Start", "start", "Start starts the %[1]s machine."},
 	{"Stop", "stop", "Stop stops the %[1]s machine."},
 	{"Status", "status", "Status prints the %[1]s machine's state, enablement, health, address and build time."},

@@ -25,7 +25,7 @@ type Job struct {
 // New starts a job of total steps; live output goes to stderr only if stderr is a terminal.
 func New(name string, total int) *Job {
 	j := &Job{name: name, total: total}
-	if isTerminal(os.Stderr) {
+	if IsTerminal(os.Stderr) {
 		j.w = os.Stderr
 	}
 	return j
@@ -35,7 +35,8 @@ func New(name string, total int) *Job {
 // (a live line each would overwrite the others').
 func NewPlain(name string, total int) *Job { return &Job{name: name, total: total} }
 
-func isTerminal(f *os.File) bool {
+// IsTerminal tells whether f is a terminal.
+func IsTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }

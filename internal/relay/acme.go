@@ -38,9 +38,8 @@ import (
 func accountKeyFile(c *config.Config) string {
 	return filepath.Join(c.Paths.State, "relay", "acme-account.key")
 }
-func haproxyConfig(c *config.Config) string {
-	return filepath.Join(c.Paths.Srv, "haproxy", "haproxy.cfg")
-}
+
+const haproxyCfgRel = "haproxy.cfg"
 
 // acmeClient loads (or creates, 0600) the account key and checks that the directory answers; it changes
 // nothing else, so configure can call it before writing any file.
@@ -150,6 +149,9 @@ func http01(ctx context.Context, cl *acme.Client, order *acme.Order) (map[string
 		if chal == nil {
 			return nil, nil, fmt.Errorf("relay: the ACME server offers no http-01 challenge for %s", z.Identifier.Value)
 		}
+		if err := validToken(chal.Token); err != nil {
+			return nil, nil, err
+		}
 		resp, err := cl.HTTP01ChallengeResponse(chal.Token)
 		if err != nil {
 			return nil, nil, err
@@ -188,6 +190,17 @@ func validate(ctx context.Context, c *config.Config, cl *acme.Client, order *acm
 	return nil
 }
 
+// tokenRE is RFC 8555's token: base64url characters only, which is all that may reach HAProxy's
+// configuration (a token with a space, a quote or a newline would write directives of its own there).
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,256}$`)
+
+func validToken(token string) error {
+	if !tokenRE.MatchString(token) {
+		return fmt.Errorf("relay: the ACME server sent an http-01 token %.40q that is not base64url (RFC 8555 8.3): refusing to put it in HAProxy's configuration", token)
+	}
+	return nil
+}
+
 var port80 = regexp.MustCompile(`^\s*bind\s+\S*:80(\s|$)`)
 
 // withChallenges returns cfg with a rule answering each challenge path on the frontend that binds port 80,
@@ -213,16 +226,16 @@ func answerThroughEdge(ctx context.Context, c *config.Config, answers map[string
 	if !machine.Running(ctx, "haproxy") {
 		return nil, errors.New("relay: the haproxy machine is not running: it answers the ACME challenge")
 	}
-	orig, err := os.ReadFile(haproxyConfig(c))
+	orig, err := fsx.ReadIn(edgeDir(c), haproxyCfgRel)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("relay: %w", err)
 	}
 	systemctl := func(args ...string) error {
 		_, err := run.Command(ctx, append([]string{"systemctl", "-M", "haproxy"}, args...)...)
 		return err
 	}
 	restore = func() error {
-		err := fsx.WriteFile(haproxyConfig(c), orig, 0o644)
+		err := fsx.WriteIn(edgeDir(c), haproxyCfgRel, orig, 0o644, 0o755)
 		if err == nil {
 			err = systemctl("reload", "haproxy.service")
 		}
@@ -231,7 +244,7 @@ func answerThroughEdge(ctx context.Context, c *config.Config, answers map[string
 	if err := systemctl("stop", "haproxycheck.timer"); err != nil {
 		return nil, err
 	}
-	if err := fsx.WriteFile(haproxyConfig(c), withChallenges(orig, answers), 0o644); err != nil {
+	if err := fsx.WriteIn(edgeDir(c), haproxyCfgRel, withChallenges(orig, answers), 0o644, 0o755); err != nil {
 		return nil, errors.Join(err, restore())
 	}
 	if err := systemctl("reload", "haproxy.service"); err != nil {

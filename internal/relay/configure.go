@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,7 +51,32 @@ func orNone(s []string) string {
 
 // BundleFile is the certificate bundle HAProxy serves.
 func BundleFile(c *config.Config) string {
-	return filepath.Join(c.Paths.Srv, "haproxy", "certs", "bundle.pem")
+	return filepath.Join(edgeDir(c), bundleRel)
+}
+
+// edgeDir is the haproxy machine's data directory (its /etc/haproxy); berth reads and writes there only
+// through os.Root (fsx.ReadIn, WriteIn).
+func edgeDir(c *config.Config) string { return filepath.Join(c.Paths.Srv, "haproxy") }
+
+const bundleRel = "certs/bundle.pem"
+
+// guestPaths are the files configure, rotateKeys and renew read or write in the machines' data directories.
+func guestPaths(c *config.Config) [][2]string {
+	srv := func(m string) string { return filepath.Join(c.Paths.Srv, m) }
+	return append([][2]string{{edgeDir(c), bundleRel}, {edgeDir(c), "haproxy.cfg"}, {edgeDir(c), ".cookiecutter.env"},
+		{srv("mysql"), mysqlURIRel}, {srv("relaycreator"), ".env"}, {srv("relaycreator"), "deploy.env"},
+		{srv("strfry"), ".cookiecutter.env"}, {srv("strfry"), ".interceptor.env"}}, Retired(c)...)
+}
+
+// checkGuestPaths refuses, in one line and before anything is written, a path in a machine's data directory
+// that a link planted inside the machine leads out of it.
+func checkGuestPaths(c *config.Config) error {
+	for _, p := range guestPaths(c) {
+		if err := fsx.CheckIn(p[0], p[1]); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
+	return nil
 }
 
 // checkInputs validates the domain and the machines before anything changes.
@@ -63,7 +89,7 @@ func checkInputs(c *config.Config) error {
 			return fmt.Errorf("relay: machine %s is not installed (%s:install)", n, n)
 		}
 	}
-	return nil
+	return checkGuestPaths(c)
 }
 
 // check is checkInputs and, with ACME, a check that the directory answers; it returns the ACME client.
@@ -97,7 +123,7 @@ func Configure(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error
 	if err != nil {
 		return rep, err
 	}
-	if rep, err = writeFiles(ctx, c, secrets); err != nil {
+	if rep, err = writeFiles(ctx, c, fsys, secrets); err != nil {
 		return rep, err
 	}
 	for _, name := range c.Relay.Machines {
@@ -108,9 +134,51 @@ func Configure(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error
 	if cl != nil { // ACME validates through the running edge: the certificate comes last
 		r, err := renew(ctx, c, cl, false)
 		rep.Changed, rep.Restarted = append(rep.Changed, r.Changed...), append(rep.Restarted, r.Restarted...)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if slices.Contains(c.Relay.Machines, "relaycreator") {
+		release, err := deploy(ctx, c)
+		if release != "" {
+			rep.Restarted = append(rep.Restarted, "relaycreator/app.service (built and migrated "+release+")")
+		}
 		return rep, err
 	}
 	return rep, nil
+}
+
+// deploy runs relaycreator's deploy service and waits for it: a new release when the configured branch moved
+// or a public setting changed (the build bakes them in), migrated before it serves; nothing otherwise. It
+// returns the release it switched to, if any. A failure leaves the previous release serving and returns
+// the deploy's own last lines (the build's or the migration's error).
+func deploy(ctx context.Context, c *config.Config) (string, error) {
+	dir := filepath.Join(c.Paths.Srv, "relaycreator")
+	current := func() string {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return ""
+		}
+		defer root.Close()
+		l, _ := root.Readlink("current")
+		return l
+	}
+	before := current()
+	if _, err := run.Command(ctx, "systemctl", "-M", "relaycreator", "start", "deploy.service"); err != nil {
+		// The deploy's own last lines (the build's or the migration's error), without systemd's about the unit.
+		journal, _ := run.Output(ctx, "journalctl", "-M", "relaycreator", "-u", "deploy.service", "-n", "20", "--no-pager", "-o", "cat")
+		var lines []string
+		for _, l := range strings.Split(journal, "\n") {
+			if l = strings.Join(strings.Fields(l), " "); l != "" && !strings.Contains(l, "deploy.service") && !strings.HasPrefix(l, "Starting ") {
+				lines = append(lines, l)
+			}
+		}
+		return "", fmt.Errorf("relay: relaycreator's deploy failed, the previous release keeps serving: %s", strings.Join(lines[max(0, len(lines)-4):], " | "))
+	}
+	if after := current(); after != before {
+		return filepath.Base(after), nil
+	}
+	return "", nil
 }
 
 func startHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string) error {
@@ -124,7 +192,7 @@ func startHealthy(ctx context.Context, c *config.Config, fsys fs.FS, name string
 }
 
 // writeFiles writes the env files and the certificate, restarting the running readers of changed ones.
-func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error) {
+func writeFiles(ctx context.Context, c *config.Config, fsys fs.FS, s Secrets) (Report, error) {
 	var rep Report
 	url, err := databaseURL(c)
 	if err != nil {
@@ -134,10 +202,22 @@ func writeFiles(ctx context.Context, c *config.Config, s Secrets) (Report, error
 	if err != nil {
 		return rep, err
 	}
+	files = append(files, DeployFile(c, fsys))
+	if err != nil {
+		return rep, err
+	}
 	changed, readers, err := WriteChanged(files)
 	rep.Changed = changed
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("relay: %w", err)
+	}
+	for _, r := range Retired(c) {
+		if root, err := os.OpenRoot(r[0]); err == nil {
+			if root.Remove(r[1]) == nil {
+				rep.Changed = append(rep.Changed, filepath.Join(r[0], r[1])+" (removed: nothing reads it)")
+			}
+			root.Close()
+		}
 	}
 	renewed := false
 	if c.Relay.SelfSigned {
@@ -175,7 +255,7 @@ func reloadEdge(ctx context.Context, c *config.Config) error {
 	if _, err := run.Command(ctx, "systemctl", "-M", "haproxy", "reload-or-restart", "haproxy.service"); err != nil {
 		return err
 	}
-	want, err := readCert(BundleFile(c))
+	want, err := readCert(c)
 	if err != nil {
 		return err
 	}
@@ -193,11 +273,16 @@ func reloadEdge(ctx context.Context, c *config.Config) error {
 	})
 }
 
+const mysqlURIRel = ".creator-mysql-uri.txt"
+
 func databaseURL(c *config.Config) (string, error) {
-	p := filepath.Join(c.Paths.Srv, "mysql", ".creator-mysql-uri.txt")
-	env, err := readEnv(p)
+	dir := filepath.Join(c.Paths.Srv, "mysql")
+	env, err := readEnvIn(dir, mysqlURIRel)
+	if errors.Is(err, fsx.ErrEscapes) {
+		return "", fmt.Errorf("relay: %w", err)
+	}
 	if err != nil || env["DATABASE_URL"] == "" {
-		return "", fmt.Errorf("relay: no DATABASE_URL in %s (has mysql finished its first run?)", p)
+		return "", fmt.Errorf("relay: no DATABASE_URL in %s (has mysql finished its first run?)", filepath.Join(dir, mysqlURIRel))
 	}
 	return env["DATABASE_URL"], nil
 }
@@ -207,7 +292,11 @@ func databaseURL(c *config.Config) (string, error) {
 func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force bool) (bool, error) {
 	p := BundleFile(c)
 	if !force {
-		if cert, err := readCert(p); err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
+		cert, err := readCert(c)
+		if errors.Is(err, fsx.ErrEscapes) {
+			return false, fmt.Errorf("relay: %w", err)
+		}
+		if err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
 			time.Until(cert.NotAfter) > 30*24*time.Hour && bytes.Equal(cert.RawIssuer, cert.RawSubject) == (cl == nil) {
 			return false, nil
 		}
@@ -222,15 +311,20 @@ func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force b
 	if err != nil {
 		return false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if err := os.MkdirAll(edgeDir(c), 0o755); err != nil {
 		return false, err
 	}
 	logger().Info("new certificate", "domain", c.Relay.Domain, "acme", cl != nil, "file", p)
-	return true, fsx.WriteFile(p, bundle, 0o600)
+	if err := fsx.WriteIn(edgeDir(c), bundleRel, bundle, 0o600, 0o700); err != nil {
+		return false, fmt.Errorf("relay: %w", err)
+	}
+	return true, nil
 }
 
-func readCert(p string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(p)
+// readCert reads the edge's certificate through os.Root.
+func readCert(c *config.Config) (*x509.Certificate, error) {
+	p := BundleFile(c)
+	b, err := fsx.ReadIn(edgeDir(c), bundleRel)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +342,7 @@ func readCert(p string) (*x509.Certificate, error) {
 
 // RotateKeys replaces the Nostr deploy key and the NEXTAUTH secret, rewrites the files that carry them and
 // restarts exactly the services that read them.
-func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
+func RotateKeys(ctx context.Context, c *config.Config, fsys fs.FS) (Report, error) {
 	if err := checkInputs(c); err != nil {
 		return Report{}, err
 	}
@@ -269,7 +363,7 @@ func RotateKeys(ctx context.Context, c *config.Config) (Report, error) {
 	if err := fsx.WriteFile(SecretsFile(c), []byte(s.env()), 0o600); err != nil {
 		return Report{}, err
 	}
-	return writeFiles(ctx, c, s)
+	return writeFiles(ctx, c, fsys, s)
 }
 
 // Renew replaces the certificate (self-signed, or from [Relay] ACMEDirectory) when fewer than 30 days remain

@@ -15,6 +15,7 @@ import (
 
 	"berth/internal/config"
 	"berth/internal/fsx"
+	"berth/internal/image"
 )
 
 // Secrets are made once and kept in [Paths] State/relay/secrets.env (0600); configure never regenerates them.
@@ -90,6 +91,19 @@ func readEnv(path string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseEnv(b)
+}
+
+// readEnvIn is readEnv for a file in a machine's data directory, read through os.Root.
+func readEnvIn(dir, rel string) (map[string]string, error) {
+	b, err := fsx.ReadIn(dir, rel)
+	if err != nil {
+		return nil, err
+	}
+	return parseEnv(b)
+}
+
+func parseEnv(b []byte) (map[string]string, error) {
 	env := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
@@ -107,9 +121,10 @@ func readEnv(path string) (map[string]string, error) {
 	return env, sc.Err()
 }
 
-// EnvFile is one file configure writes.
+// EnvFile is one file configure writes, in a machine's data directory Dir (written through os.Root).
 type EnvFile struct {
-	Path    string
+	Dir     string // [Paths] Srv/<machine>
+	Path    string // Dir/<file>
 	Content string
 	Readers []Reader // the services that read it, restarted when it changes
 }
@@ -118,45 +133,73 @@ type EnvFile struct {
 type Reader struct{ Machine, Unit string }
 
 // EnvFiles renders every env file relay:configure writes (relaycreator's, cookiecutter's, interceptor's) for
-// domain, the kept secrets and the database URL.
+// domain, the kept secrets and the database URL. The Nostr private key goes only where it is read:
+// cookiecutter's files (it signs with it); relaycreator gets the public key.
 func EnvFiles(c *config.Config, domain, databaseURL string, s Secrets) ([]EnvFile, error) {
 	k, err := KeypairFromHex(s.NostrPrivateHex)
 	if err != nil {
 		return nil, err
 	}
-	srv := func(p ...string) string { return filepath.Join(append([]string{c.Paths.Srv}, p...)...) }
+	file := func(machine, name, content string, readers ...Reader) EnvFile {
+		d := filepath.Join(c.Paths.Srv, machine)
+		return EnvFile{Dir: d, Path: filepath.Join(d, name), Content: content, Readers: readers}
+	}
 	cookie := renderEnv([][2]string{{"BASE_URL", "https://" + domain}, {"PRIVATE_KEY", k.PrivateHex}})
 	return []EnvFile{
-		{srv("relaycreator", ".env"), renderEnv([][2]string{
+		file("relaycreator", ".env", renderEnv([][2]string{
 			{"DATABASE_URL", databaseURL}, {"DEPLOY_PUBKEY", k.PublicHex}, {"NEXTAUTH_URL", "https://" + domain},
 			{"NEXTAUTH_SECRET", s.NextAuthSecret}, {"INVOICE_AMOUNT", "21000"}, {"NEXT_PUBLIC_ROOT_DOMAIN", "https://" + domain},
 			{"NEXT_PUBLIC_CREATOR_DOMAIN", domain}, {"HAPROXY_PEM", "bundle.pem"}, {"HAPROXY_STATS_USER", "haproxy"},
 			{"HAPROXY_STATS_PASS", s.StatsPassword}, {"PAYMENTS_ENABLED", "false"}, {"LNBITS_ADMIN_KEY", ""},
 			{"LNBITS_INVOICE_READ_KEY", ""}, {"LNBITS_ENDPOINT", ""},
-		}), []Reader{{"relaycreator", "app.service"}}},
-		{srv("relaycreator", ".nostrcreds.env"), renderEnv([][2]string{
-			{"NOSTR_PRIVATE_KEY", k.PrivateHex}, {"NOSTR_PUBLIC_KEY", k.PublicHex}, {"NOSTR_NPUB", k.Npub}, {"NOSTR_NSEC", k.Nsec},
-		}), nil},
-		{srv("haproxy", ".cookiecutter.env"), cookie, []Reader{{"haproxy", "haproxycheck.service"}}},
-		{srv("strfry", ".cookiecutter.env"), cookie, []Reader{{"strfry", "strfrycheck.service"}}},
-		{srv("strfry", ".interceptor.env"), renderEnv([][2]string{{"INTERCEPTOR_CONFIG_URL", "https://" + domain + "/api/sconfig/relays"}}),
-			[]Reader{{"strfry", "interceptor.service"}}},
+		}), Reader{"relaycreator", "app.service"}),
+		file("haproxy", ".cookiecutter.env", cookie, Reader{"haproxy", "haproxycheck.service"}),
+		file("strfry", ".cookiecutter.env", cookie, Reader{"strfry", "strfrycheck.service"}),
+		file("strfry", ".interceptor.env", renderEnv([][2]string{{"INTERCEPTOR_CONFIG_URL", "https://" + domain + "/api/sconfig/relays"}}),
+			Reader{"strfry", "interceptor.service"}),
 	}, nil
 }
 
-// WriteChanged writes the files whose content differs (atomically, 0600) and returns the services that read
-// a changed file, each once.
+// DeployFile is relaycreator's deploy.env: where its deploys fetch from ([Relay] DeployRepo, by default the
+// relaycreator image's source) and the branch they follow ([Relay] DeployBranch; empty: none, the deploy
+// service then only rebuilds the image's release when a public setting changed).
+func DeployFile(c *config.Config, fsys fs.FS) EnvFile {
+	repo := c.Relay.DeployRepo
+	if m, err := image.Load(fsys, "relaycreator"); repo == "" && err == nil {
+		for _, s := range m.Sources {
+			if s.Name == "relaycreator" {
+				repo = s.URL
+			}
+		}
+	}
+	d := filepath.Join(c.Paths.Srv, "relaycreator")
+	return EnvFile{Dir: d, Path: filepath.Join(d, "deploy.env"),
+		Content: renderEnv([][2]string{{"DEPLOY_REPO", repo}, {"DEPLOY_BRANCH", c.Relay.DeployBranch}})}
+}
+
+// Retired lists files earlier versions of berth wrote that nothing reads, removed by configure: the Nostr
+// key pair in relaycreator's data directory (the app reads only DEPLOY_PUBKEY from its .env).
+func Retired(c *config.Config) [][2]string {
+	return [][2]string{{filepath.Join(c.Paths.Srv, "relaycreator"), ".nostrcreds.env"}}
+}
+
+// WriteChanged writes the files whose content differs (atomically, 0600, through os.Root in the machine's
+// data directory) and returns the services that read a changed file, each once.
 func WriteChanged(files []EnvFile) (changed []string, restart []Reader, err error) {
 	for _, f := range files {
-		if cur, err := os.ReadFile(f.Path); err == nil && string(cur) == f.Content {
-			if st, err := os.Stat(f.Path); err == nil && st.Mode().Perm() == 0o600 {
+		rel, err := filepath.Rel(f.Dir, f.Path)
+		if err != nil {
+			return changed, restart, err
+		}
+		if cur, err := fsx.ReadIn(f.Dir, rel); err == nil && string(cur) == f.Content {
+			if st, err := fsx.StatIn(f.Dir, rel); err == nil && st.Mode().Perm() == 0o600 {
 				continue
 			}
 		}
-		if err := os.MkdirAll(filepath.Dir(f.Path), 0o755); err != nil {
+		if err := os.MkdirAll(f.Dir, 0o755); err != nil {
 			return changed, restart, err
 		}
-		if err := fsx.WriteFile(f.Path, []byte(f.Content), 0o600); err != nil {
+		if err := fsx.WriteIn(f.Dir, rel, []byte(f.Content), 0o600, 0o755); err != nil {
 			return changed, restart, err
 		}
 		changed = append(changed, f.Path)

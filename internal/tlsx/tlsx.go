@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -60,15 +62,21 @@ func Bundle(chain [][]byte, key crypto.Signer) ([]byte, error) {
 // EnsureBundle writes a self-signed bundle for domain at path (mode 0600, directory 0700) unless a file is
 // already there; it reports whether it wrote one.
 func EnsureBundle(path, domain string, lifetime time.Duration) (bool, error) {
-	if _, err := os.Stat(path); err == nil {
-		return false, nil
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	return EnsureBundleIn(filepath.Dir(path), filepath.Base(path), domain, lifetime)
+}
+
+// EnsureBundleIn is EnsureBundle for rel inside dir, through os.Root: dir is a machine's data directory,
+// where a link planted by the guest must not lead the write (or the check) onto the host.
+func EnsureBundleIn(dir, rel, domain string, lifetime time.Duration) (bool, error) {
+	if _, err := fsx.StatIn(dir, rel); err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
 	pemData, err := SelfSigned(domain, lifetime)
 	if err != nil {
 		return false, err
 	}
-	return true, fsx.WriteFile(path, pemData, 0o600)
+	return true, fsx.WriteIn(dir, rel, pemData, 0o600, 0o700)
 }
