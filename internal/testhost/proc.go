@@ -66,15 +66,6 @@ func leaderOf(nspawn int) int {
 	return 0
 }
 
-// nsInode is the inode of pid's pid namespace.
-func nsInode(pid int) (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
-}
-
 // inPidNS says whether pid lives in one of the namespaces nss or in one nested below them.
 func inPidNS(pid int, nss []uint64) bool {
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)

@@ -113,6 +113,7 @@ type Host struct {
 	pid     int           // the guest's systemd, as a pid on the VM
 	up      bool          // the guest's systemd has finished starting up (Run goes through a scope)
 	pidNS   []uint64      // the pid namespaces of every boot
+	nsPins  []*os.File    // one open file per namespace in pidNS: it keeps the namespace, so its inode is not reused by another host's
 	stopped bool
 }
 
@@ -313,13 +314,21 @@ func (h *Host) boot(ctx context.Context) error {
 	if err != nil {
 		return h.bootError(err)
 	}
-	ns, err := nsInode(pid)
+	// The namespace is held open until Stop: a freed namespace's inode number is given to the next one made, which
+	// may be another test host's, and Stop would then take that host's processes for this one's leftovers.
+	pin, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", pid))
 	if err != nil {
+		return h.bootError(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(pin.Fd()), &st); err != nil {
+		pin.Close()
 		return h.bootError(err)
 	}
 	h.mu.Lock()
 	h.pid = pid
-	h.pidNS = append(h.pidNS, ns)
+	h.pidNS = append(h.pidNS, st.Ino)
+	h.nsPins = append(h.nsPins, pin)
 	h.mu.Unlock()
 
 	state, err := h.waitRunning(bctx, exited)
@@ -618,6 +627,12 @@ func (h *Host) Stop(ctx context.Context) error {
 	} else if h.tmp != "" {
 		errs = append(errs, fmt.Errorf("kept %s", h.tmp))
 	}
+	h.mu.Lock()
+	for _, f := range h.nsPins {
+		f.Close()
+	}
+	h.nsPins, h.pidNS = nil, nil
+	h.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("testhost %s: stop: %w", h.Name, err)
 	}

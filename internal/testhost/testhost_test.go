@@ -4,7 +4,9 @@ import (
 	"context"
 	"debug/elf"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -275,6 +277,30 @@ func TestHost(t *testing.T) {
 		}
 		if out, err := h.Run(ctx, "berth-tool"); err != nil || strings.TrimSpace(out) != "copied-in" {
 			t.Fatalf("rootfs not kept across the reboot: %q, %v", out, err)
+		}
+		// The first boot's pid namespace is gone, but its inode number must not go to a namespace made now (another
+		// test host's, in CI): Stop would take that host's processes for leftovers and kill them.
+		if len(h.nsPins) != len(h.pidNS) || len(h.pidNS) != 2 {
+			t.Fatalf("%d pid namespaces, %d held open, want 2 and 2", len(h.pidNS), len(h.nsPins))
+		}
+		var strangers []*exec.Cmd
+		for range 20 {
+			c := exec.Command("unshare", "--pid", "--fork", "sleep", "60")
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			strangers = append(strangers, c)
+		}
+		time.Sleep(300 * time.Millisecond)
+		left := h.leftoverPIDs()
+		for _, c := range strangers {
+			c.Process.Kill()
+			c.Wait()
+		}
+		for _, l := range left {
+			if ppid, _, _, _ := procStatus(l.pid); slices.ContainsFunc(strangers, func(c *exec.Cmd) bool { return c.Process.Pid == l.pid || c.Process.Pid == ppid }) {
+				t.Fatalf("a process in a pid namespace made after the reboot counts as the host's: %v", l)
+			}
 		}
 	})
 
