@@ -6,7 +6,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"berth/internal/config"
 	"berth/internal/image"
@@ -32,47 +33,24 @@ func installAll(ctx context.Context, c *config.Config, o Options, names []string
 }
 
 // bounded runs f on each name, at most n at a time, in names' order. The first error cancels the context the
-// others run with, starts no further name, and is returned (errors that only report the cancellation are
-// not); it names the machine when f's error does not.
+// others run with, starts no further name, and is returned (errors that only report the cancellation come
+// later and are dropped by errgroup); it names the machine when f's error does not.
 func bounded(ctx context.Context, names []string, n int, f func(context.Context, string) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	sem := make(chan struct{}, max(n, 1))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(n, 1))
 	for _, name := range names {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil { // a slot freed by the first failure: start nothing more
+				return err
+			}
 			err := f(ctx, name)
-			if err == nil {
-				return
+			if err != nil && !strings.HasPrefix(err.Error(), name+":") {
+				err = fmt.Errorf("%s: %w", name, err)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if first == nil && context.Cause(ctx) == nil { // the first failure, not one it caused
-				if !strings.HasPrefix(err.Error(), name+":") {
-					err = fmt.Errorf("%s: %w", name, err)
-				}
-				first = err
-				cancel(err)
-			}
-		}()
+			return err
+		})
 	}
-	wg.Wait()
-	if first == nil {
-		return ctx.Err() // the caller's own cancellation
-	}
-	return first
+	return g.Wait()
 }
 
 // machineOrder lists the machine images, [Relay] Machines first (the order All uses).
