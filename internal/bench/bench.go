@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,7 +24,9 @@ import (
 	"berth/internal/clone"
 	"berth/internal/config"
 	"berth/internal/demo"
+	"berth/internal/fleet"
 	"berth/internal/hostnet"
+	"berth/internal/image"
 	"berth/internal/rootfs"
 	"berth/internal/run"
 	"berth/internal/storage"
@@ -92,6 +95,7 @@ func Measure(ctx context.Context, o Options) error {
 	s := &session{ctx: ctx, o: o, work: work, e: env{"BERTH_PATHS_STATE": filepath.Join(work, "state")}}
 	defer s.close()
 	facts := machineFacts(work)
+	stopLoad := sampleLoad(&facts.Load)
 	baseDir, err := s.baseRootfs()
 	if err != nil {
 		return err
@@ -111,7 +115,42 @@ func Measure(ctx context.Context, o Options) error {
 	if err := s.footprint(ovEnv); err != nil {
 		return err
 	}
+	if err := s.buildPair(baseDir); err != nil {
+		return err
+	}
+	stopLoad()
 	return s.write(facts, runs)
+}
+
+// sampleLoad samples the 1-minute load average every 10 s until the returned stop is called, which writes the
+// median and the highest sample into *out: what else ran beside the bench is part of its figures.
+func sampleLoad(out *string) (stop func()) {
+	var samples []float64
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		for t := time.NewTicker(10 * time.Second); ; {
+			var l float64
+			if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+				if _, err := fmt.Sscan(string(b), &l); err == nil {
+					samples = append(samples, l)
+				}
+			}
+			select {
+			case <-done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		if len(samples) > 0 {
+			*out = fmt.Sprintf("%.1f median, %.1f highest (1-minute, sampled every 10 s during the run, %d samples)", Median(samples), slices.Max(samples), len(samples))
+		}
+	}
 }
 
 // session is one Measure run: its work directory, what to undo at the end, the pairs measured so far.
@@ -206,8 +245,8 @@ func (s *session) baseRootfs() (string, error) {
 	s.pairs = append(s.pairs,
 		Pair{Group: "Base rootfs", Name: c0.Base.Suite + " minbase + " + strings.Join(c0.Base.Packages, " "), Baseline: "bare debootstrap",
 			Berth: "base:build, empty cache (" + rootfs.ResolveTool(c0.Base.Bootstrapper) + ")", Unit: "s", A: bare, B: cold, LowerIsBetter: true,
-			Note: "berth's cold build does more than the bare tool: apt full-upgrade from the updates and security suites, the Go toolchain (downloaded and checksum-checked, while the bootstrap runs), the recipe, the root password, packing the tree into the cache and an atomic swap. " +
-				"With mmdebstrap the bootstrap installs the updated packages directly (the full-upgrade finds nothing to do) and goes straight into staging (no pack-then-unpack); the three sides ran in turn each round",
+			Note: "berth's cold build does more than the bare tools: packages from the updates and security suites too, the Go toolchain (downloaded and checksum-checked, while the bootstrap runs), the recipe, the root password, packing the tree into the cache and an atomic swap. " +
+				"With mmdebstrap the bootstrap installs the updated packages directly, so the recipe skips apt-get update and full-upgrade, and the tree goes straight into staging (no pack-then-unpack); the three sides ran in turn each round",
 			Repro: fmt.Sprintf("time debootstrap --variant=minbase --include=%s %s /tmp/rootfs %s", strings.Join(c0.Base.Packages, ","), c0.Base.Suite, c0.Base.Mirror)},
 		Pair{Group: "Base rootfs", Name: c0.Base.Suite + " minbase + " + strings.Join(c0.Base.Packages, " "), Baseline: "bare mmdebstrap",
 			Berth: "base:build, empty cache (" + rootfs.ResolveTool(c0.Base.Bootstrapper) + ")", Unit: "s", A: bareMM, B: cold, LowerIsBetter: true,
@@ -349,8 +388,14 @@ func (s *session) demoReset(baseDir, btrfs string) (*demo.Demo, env, error) {
 		if err := s.resetPairs("reset of a container ("+du(pristine)+")", origPath, ov, bt); err != nil {
 			return nil, nil, err
 		}
-		if err := s.upgradePair(pristine); err != nil {
-			return nil, nil, err
+		if size != "" {
+			continue
+		}
+		ptB, _ := bt.PristineDir()
+		for _, u := range []struct{ backend, gen string }{{"overlayfs", pristine}, {"btrfs", ptB}} {
+			if err := s.upgradePair(u.backend, u.gen); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	bt.Remove(ctx)
@@ -394,17 +439,17 @@ func (s *session) resetPairs(name, origPath string, ov, bt *demo.Demo) error {
 	return nil
 }
 
-// upgradePair times the tree work of a nightly upgrade that finds nothing to upgrade, on the overlayfs demo's
-// pristine generation: berth's fork (an overlay over the generation, merged on success into hard links of
-// its files) against the previous method, a full copy; and the bytes each leaves on disk beyond the
-// generation (du of the generation and the result together: hard-linked files count once).
-func (s *session) upgradePair(gen string) error {
+// upgradePair times the tree work of a nightly upgrade that finds nothing to upgrade, on a demo's pristine
+// generation gen on backend: berth's fork (overlayfs: an overlay over the generation, merged on success into
+// hard links of its files; btrfs: a snapshot) against the previous method, a full copy; and the bytes the new
+// tree takes beyond the generation (written).
+func (s *session) upgradePair(backend, gen string) error {
 	ctx, o := s.ctx, s.o
-	be, err := storage.Pick("overlayfs", filepath.Dir(gen))
+	be, err := storage.Pick(backend, filepath.Dir(gen))
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(s.work, "upgrade-fork", "rootfs")
+	path := filepath.Join(filepath.Dir(filepath.Dir(gen)), "bench-upgrade", "rootfs") // beside the generations, on their file system
 	os.MkdirAll(filepath.Dir(path), 0o755)
 	var a, b, aBytes, bBytes []float64
 	for r := range o.Rounds {
@@ -423,16 +468,17 @@ func (s *session) upgradePair(gen string) error {
 				return err
 			})
 			if err != nil {
-				return fmt.Errorf("upgrade fork (side %d): %w", side, err)
+				return fmt.Errorf("upgrade fork on %s (side %d): %w", backend, side, err)
 			}
-			kib, err := extraKiB(ctx, gen, path)
+			unix.Sync()
+			mib, err := writtenMiB(ctx, backend, gen, path)
 			if err != nil {
 				return err
 			}
 			if side == 0 {
-				a, aBytes = append(a, sec), append(aBytes, kib/1024)
+				a, aBytes = append(a, sec), append(aBytes, mib)
 			} else {
-				b, bBytes = append(b, sec), append(bBytes, kib/1024)
+				b, bBytes = append(b, sec), append(bBytes, mib)
 			}
 			if err := be.Discard(ctx, path); err != nil {
 				return err
@@ -440,30 +486,45 @@ func (s *session) upgradePair(gen string) error {
 		}
 	}
 	name := "nightly upgrade with nothing to upgrade, tree work (" + du(gen) + ")"
+	berth := "berth fork + settle (" + backend + ")"
+	counted := "du -sk <generation> <new tree> (hard-linked files count once)"
+	if backend == "btrfs" {
+		counted = "btrfs filesystem du -s --raw <new tree>, its Exclusive bytes (extents shared with the generation do not count)"
+	}
 	s.pairs = append(s.pairs,
-		Pair{Group: "Demo upgrade", Name: name + ": time", Baseline: "full copy (the previous method)", Berth: "berth fork + settle (overlayfs)",
+		Pair{Group: "Demo upgrade", Name: name + ": time", Baseline: "full copy (the previous method)", Berth: berth,
 			Unit: "s", A: a, B: b, LowerIsBetter: true,
-			Note:  "the rest of an upgrade (booting the container, apt, the hooks) is the same on both sides and not timed here; btrfs forks with a snapshot",
-			Repro: "time cp -a <generation> /same/fs/rootfs   # the previous method"},
-		Pair{Group: "Demo upgrade", Name: name + ": MB written", Baseline: "full copy (the previous method)", Berth: "berth fork + settle (overlayfs)",
+			Note:  "the rest of an upgrade (booting the container, apt, the hooks) is the same on both sides and not timed here",
+			Repro: "time cp -a --reflink=never <generation> /same/fs/rootfs   # the previous method"},
+		Pair{Group: "Demo upgrade", Name: name + ": MB written", Baseline: "full copy (the previous method)", Berth: berth,
 			Unit: "MB", A: aBytes, B: bBytes, LowerIsBetter: true,
-			Note:  "the space the new tree takes beyond the generation: du -sk <generation> <new tree> (hard-linked files count once)",
-			Repro: "du -sk <generation> <new tree>"})
+			Note: "the space the new tree takes beyond the generation: " + counted, Repro: counted})
 	return nil
 }
 
-// extraKiB is what the tree at path takes beyond gen: du counts an inode once across its arguments.
-func extraKiB(ctx context.Context, gen, path string) (float64, error) {
-	out, err := run.Cmd{Argv: []string{"du", "-sk", gen, path}, Quiet: true}.Run(ctx)
+// writtenMiB is what the tree at path takes beyond the generation gen: on btrfs the tree's exclusive extents,
+// elsewhere what du counts for it after gen (du counts an inode once across its arguments).
+func writtenMiB(ctx context.Context, backend, gen, path string) (float64, error) {
+	argv, field := []string{"du", "-sk", gen, path}, 0
+	if backend == "btrfs" {
+		argv, field = []string{"btrfs", "filesystem", "du", "-s", "--raw", path}, 1
+	}
+	out, err := run.Cmd{Argv: argv, Quiet: true}.Run(ctx)
 	if err != nil {
 		return 0, err
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	var kib float64
-	if len(lines) == 2 {
-		_, err = fmt.Sscan(lines[1], &kib)
+	var n float64
+	if len(lines) != 2 || len(strings.Fields(lines[1])) <= field { // a header or gen's line, then path's
+		return 0, fmt.Errorf("%s: unexpected output %q", strings.Join(argv, " "), out)
 	}
-	return kib, err
+	if _, err := fmt.Sscan(strings.Fields(lines[1])[field], &n); err != nil {
+		return 0, fmt.Errorf("%s: %w in %q", strings.Join(argv, " "), err, out)
+	}
+	if backend == "btrfs" {
+		return n / (1 << 20), nil
+	}
+	return n / 1024, nil
 }
 
 // availability is step 4. Switch availability under a constant request rate: berth's switch vs the
@@ -531,6 +592,52 @@ func (s *session) availability(ov *demo.Demo) ([]Run, error) {
 			Unit: "s", A: origSw, B: berthSw, LowerIsBetter: true,
 			Note: "the original's duration is its fixed 10 s wait plus the stop; berth's ends when the new container passed its health check and has the traffic"})
 	return runs, nil
+}
+
+// buildPair is step 6. `build` of the machines over the base: one after another against fleet.Parallel() at a
+// time, with the test fixtures as their git sources (the real ones are on GitHub). Nothing else is cached
+// between builds (packages and npm modules are downloaded each time), so the first sample pays no more than
+// the others. A sample takes minutes: two rounds at most.
+func (s *session) buildPair(baseDir string) error {
+	ctx, o, work := s.ctx, s.o, s.work
+	fixtures := filepath.Join(o.Out, "internal", "fleet", "testdata")
+	sources := map[string]string{}
+	dirs, err := os.ReadDir(fixtures)
+	if err != nil {
+		return fmt.Errorf("build: the source fixtures: %w", err)
+	}
+	for _, d := range dirs {
+		sources[strings.ToUpper(d.Name())] = filepath.Join(fixtures, d.Name())
+	}
+	c, err := s.e.with("BERTH_PATHS_MACHINES", filepath.Dir(baseDir), "BERTH_PATHS_SRV", filepath.Join(work, "srv"),
+		"BERTH_PATHS_NSPAWN", filepath.Join(work, "nspawn"), "BERTH_PATHS_STATE", filepath.Join(work, "state-build"),
+		"BERTH_PATHS_CACHE", filepath.Join(work, "cache-build")).config()
+	if err != nil {
+		return err
+	}
+	fo := fleet.Options{Images: images.FS, Sources: sources}
+	n := fleet.Parallel()
+	var a, b []float64
+	for r := range min(o.Rounds, 2) {
+		for _, side := range order(r, 2) {
+			sec, err := timed(func() error { return fleet.InstallAll(ctx, c, fo, map[int]int{0: 1, 1: n}[side]) })
+			if err != nil {
+				return fmt.Errorf("build (%d at a time): %w", map[int]int{0: 1, 1: n}[side], err)
+			}
+			if side == 0 {
+				a = append(a, sec)
+			} else {
+				b = append(b, sec)
+			}
+			logger().Info("build round", "round", r+1, "side", side, "seconds", sec)
+		}
+	}
+	names, _ := image.NamesOfKind(images.FS, "machine")
+	s.pairs = append(s.pairs, Pair{Group: "Machines", Name: fmt.Sprintf("build of the %d machines (%s) over the base", len(names), strings.Join(names, ", ")),
+		Baseline: "one after another", Berth: fmt.Sprintf("berth build, %d at a time", n), Unit: "s", A: a, B: b, LowerIsBetter: true,
+		Note:  fmt.Sprintf("fleet.Parallel() is one per CPU, at most four: %d on this machine. Sources are the test fixtures (internal/fleet/testdata; the real ones are on GitHub); packages, npm and pnpm come from their registries each time", n),
+		Repro: "./mage build   # berth installs the machines over the base as many at a time as fleet.Parallel() says"})
+	return nil
 }
 
 // footprint is step 5. Footprint of the compiled binary.

@@ -260,11 +260,16 @@ func BaseAndAll(ctx context.Context, o Options) error {
 	if _, err := base.Build(ctx, c, base.Options{}); err != nil {
 		return err
 	}
+	return InstallAll(ctx, c, o, Parallel())
+}
+
+// InstallAll installs every machine image over the built base, n at a time ([Relay] Machines first).
+func InstallAll(ctx context.Context, c *config.Config, o Options, n int) error {
 	names, err := machineOrder(c, o)
 	if err != nil {
 		return err
 	}
-	return installAll(ctx, c, o, names, Parallel())
+	return installAll(ctx, c, o, names, n)
 }
 
 // WaitHealthy waits until the machine passes its image's health check (its port answers, its first-run file
