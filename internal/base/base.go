@@ -177,7 +177,7 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 		res.Reused = true
 		return res, nil
 	}
-	job := progress.New("base:build", 5)
+	job := progress.New("base:build", 3)
 
 	// The Go toolchain is fetched and checked while the rootfs is bootstrapped; a bad one stops the bootstrap.
 	bctx, stopBootstrap := context.WithCancelCause(ctx)
@@ -217,14 +217,24 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	}
 	goArchive, _ := awaitGo()
 
-	step = job.Step("apt-get update and full-upgrade from " + strings.Join(suites(c), ", "))
-	if err := step.Done(provision(ctx, c, staging, step)); err != nil {
-		return res, fmt.Errorf("provision base: %w", err)
+	// A tree mmdebstrap has just made from every suite of the sources is already what apt-get update and
+	// full-upgrade would make it (its lists are seconds old); one from the cache or from debootstrap (which
+	// installs from the first suite only) is brought up to date. Go goes into /usr/local/go meanwhile: no
+	// package owns that tree. (The shell environment edits bash.bashrc, a conffile: it waits for apt.)
+	fresh := !hit && bs.Tool == rootfs.Mmdebstrap
+	title := "apt-get update and full-upgrade from " + strings.Join(suites(c), ", ") + ", then the recipe"
+	if fresh {
+		title = "the recipe (the tree is up to date from " + strings.Join(suites(c), ", ") + ": mmdebstrap installed from all of them just now)"
 	}
-
-	step = job.Step("install Go and shell environment")
-	err = installGo(goArchive, staging)
-	if err == nil {
+	step = job.Step(title + "; Go " + c.Base.GoVersion + " alongside")
+	goInstalled := make(chan error, 1)
+	go func() { goInstalled <- installGo(goArchive, staging) }()
+	err = provision(ctx, c, staging, fresh, step)
+	if gerr := <-goInstalled; err != nil {
+		err = fmt.Errorf("provision base: %w", err)
+	} else if gerr != nil {
+		err = fmt.Errorf("install Go: %w", gerr)
+	} else {
 		err = installShellEnv(staging)
 	}
 	if err := step.Done(err); err != nil {
@@ -241,8 +251,8 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 }
 
 // provision trusts the host's CAs in staging, writes its apt sources and runs the base recipe in it, the
-// recipe's output going to out.
-func provision(ctx context.Context, c *config.Config, staging string, out io.Writer) error {
+// recipe's output going to out. fresh tells the recipe that the tree's packages and lists are current.
+func provision(ctx context.Context, c *config.Config, staging string, fresh bool, out io.Writer) error {
 	script, err := fs.ReadFile(recipe.Files, "provision.sh")
 	if err == nil {
 		err = installHostCAs(staging)
@@ -251,7 +261,11 @@ func provision(ctx context.Context, c *config.Config, staging string, out io.Wri
 		err = writeIn(staging, "etc/apt/sources.list", []byte(SourcesList(c)))
 	}
 	if err == nil {
-		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"},
+		env := map[string]string{}
+		if fresh {
+			env["BERTH_UP_TO_DATE"] = "1"
+		}
+		_, err = nspawn.Exec{Dir: staging, Argv: []string{"/bin/bash", "-euo", "pipefail", "-s"}, Env: env,
 			Stdin: strings.NewReader(string(script)), Output: out, Timeout: 30 * time.Minute}.Run(ctx)
 	}
 	return err

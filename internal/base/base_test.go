@@ -47,7 +47,7 @@ func TestKeyCoversEveryInput(t *testing.T) {
 	for name, env := range map[string]map[string]string{
 		"suite":    {"BERTH_BASE_SUITE": "trixie"},
 		"mirror":   {"BERTH_BASE_MIRROR": "http://ftp.de.debian.org/debian"},
-		"packages": {"BERTH_BASE_PACKAGES": "systemd dbus ca-certificates vim"},
+		"packages": {"BERTH_BASE_PACKAGES": "systemd dbus ca-certificates less vim"},
 		"suites":   {"BERTH_BASE_EXTRASUITES": "updates"},
 		"security": {"BERTH_BASE_SECURITYMIRROR": "http://security.debian.org/debian-security"},
 		"go":       {"BERTH_BASE_GOVERSION": "1.25.1", "BERTH_BASE_GOSHA256": sha},
@@ -63,7 +63,7 @@ func TestKeyCoversEveryInput(t *testing.T) {
 	if k, _ := Key(ref, "arm64"); k == k0 {
 		t.Error("the architecture does not change the key")
 	}
-	if k, _ := Key(testConfig(t, map[string]string{"BERTH_BASE_PACKAGES": "ca-certificates dbus systemd"}), "amd64"); k != k0 {
+	if k, _ := Key(testConfig(t, map[string]string{"BERTH_BASE_PACKAGES": "less ca-certificates dbus systemd"}), "amd64"); k != k0 {
 		t.Error("the order of packages changes the key")
 	}
 	// The bootstrapper is no input: both make the same tree (TestBootstrappersAgree), so switching keeps the base.

@@ -187,7 +187,7 @@ var keys = []key{
 	{"Base", "SecurityMirror", "http://deb.debian.org/debian-security", func(c *Config, v string) error {
 		return archive(&c.Base.SecurityMirror, "Debian's security archive")(c, v)
 	}},
-	{"Base", "Packages", "systemd dbus ca-certificates", func(c *Config, v string) error {
+	{"Base", "Packages", "systemd dbus ca-certificates less", func(c *Config, v string) error {
 		for _, p := range words(v) {
 			if !pkgRE.MatchString(p) {
 				return fmt.Errorf("%q: expected Debian package names separated by spaces", p)
