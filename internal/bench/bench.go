@@ -92,6 +92,11 @@ func Measure(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// The demo containers are unprivileged: their root must be able to pass through every directory above
+	// their rootfs (MkdirTemp makes 0700).
+	if err := os.Chmod(work, 0o711); err != nil {
+		return err
+	}
 	s := &session{ctx: ctx, o: o, work: work, e: env{"BERTH_PATHS_STATE": filepath.Join(work, "state")}}
 	defer s.close()
 	facts := machineFacts(work)
