@@ -307,6 +307,22 @@ func TestMachinesOnSystemd(t *testing.T) {
 	start := time.Now()
 	folderBerth("machine:stop", "redis")
 	t.Logf("stop figure: the folder-made redis (user namespace, idmapped data) stopped in %s", time.Since(start).Round(100*time.Millisecond))
+	// A machine whose user namespace gets the demo containers' host ids (a range of its own chosen here to meet
+	// them, as nspawn's pick of 983040 or 1048576 would) is refused in one line and stopped.
+	nspawnFile := hostFile("etc/systemd/nspawn/redis.nspawn")
+	settings, _ := os.ReadFile(nspawnFile)
+	if !strings.Contains(string(settings), "PrivateUsers=pick\n") {
+		t.Fatalf("redis.nspawn without PrivateUsers=pick:\n%s", settings)
+	}
+	os.WriteFile(nspawnFile, []byte(strings.Replace(string(settings), "PrivateUsers=pick\n", "PrivateUsers=983040:65536\n", 1)), 0o644)
+	out, err = h.Run(ctx, "env", "BERTH_IMAGES=/root/folder-images", "/usr/local/sbin/berth", "machine:start", "redis")
+	if err == nil || !strings.Contains(out, "host uids 983040-1048575, which overlap the demo containers' 1000000-1065535; stopped it") {
+		t.Fatalf("a machine in the demo containers' ids: want a refusal, got %v\n%s", err, out)
+	}
+	if st, _ := h.Run(ctx, "systemctl", "is-active", "systemd-nspawn@redis"); strings.TrimSpace(st) == "active" {
+		t.Fatal("the refused machine still runs")
+	}
+	t.Logf("userns figure: a machine given host uids 983040-1048575 refused and stopped: %s", strings.TrimSpace(out[max(0, strings.LastIndex(out, "Error:")):]))
 
 	// clean: no machine, no base, and [Paths] Srv untouched.
 	srvBefore, err := fsx.TreeSum(hostFile("srv"))

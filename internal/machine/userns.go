@@ -70,9 +70,12 @@ func checkIDs(ctx context.Context, name string) error {
 	}
 	for _, r := range ids {
 		if r.Overlaps(DemoIDs) {
-			stopErr := Stop(ctx, name)
-			return fmt.Errorf("machine %s: its user namespace got host uids %s, which overlap the demo containers' %s; stopped it (%v): "+
-				"give it a range of its own with [Exec] PrivateUsers=<first uid, a multiple of 65536>:65536 in its image.conf", name, r, DemoIDs, stopErr)
+			stopped := "stopped it"
+			if err := Stop(ctx, name); err != nil {
+				stopped = "could not stop it (" + err.Error() + ")"
+			}
+			return fmt.Errorf("machine %s: its user namespace got host uids %s, which overlap the demo containers' %s; %s: "+
+				"give it a range of its own with [Exec] PrivateUsers=<first uid, a multiple of 65536>:65536 in its image.conf", name, r, DemoIDs, stopped)
 		}
 		logger().Info("machine runs in a user namespace", "machine", name, "host_uids", r.String())
 	}
