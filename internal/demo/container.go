@@ -16,9 +16,8 @@ func (d *Demo) ctDir(name string) string  { return filepath.Join(d.lxcPath, name
 func (d *Demo) rootfs(name string) string { return filepath.Join(d.ctDir(name), "rootfs") }
 func (d *Demo) lxcLog(name string) string { return filepath.Join(d.dir, "logs", name+".lxc.log") }
 
-// ct is the LXC container name under the demo's LXC path.
 // IDBase is where the demo containers' ids start on the host: their root is uid 1000000 there, not 0.
-const IDBase = 1_000_000
+const IDBase = lxc.DemoIDBase
 
 // ct is the LXC container name under the demo's LXC path: unprivileged, with [Demo] Memory, CPUs and Tasks.
 func (d *Demo) ct(name string) lxc.Container {

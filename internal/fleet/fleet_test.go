@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,7 @@ func TestMachinesOnSystemd(t *testing.T) {
 		t.Fatalf("SELECT 1 answered %q", got)
 	}
 	t.Logf("mysql answers SELECT 1 as creator")
+	assertUserNS(t, h, "mysql", "mariadbd")
 
 	// Enable, stop, start.
 	berth("mysql:enable")
@@ -183,6 +185,21 @@ func TestMachinesOnSystemd(t *testing.T) {
 		t.Fatalf("HAProxy answered %s: %s", resp.Status, body)
 	}
 	t.Logf("HAProxy on 443 answered %s %s (no relaycreator behind it yet)", resp.Proto, resp.Status)
+	// haproxy has no user namespace (binding 443 in the host's network takes the host's
+	// CAP_NET_BIND_SERVICE): its master is root, its worker, which talks to clients, is not.
+	{
+		uidMap, procs := machineProcs(t, h, "haproxy")
+		var owners []string
+		worker := false
+		for _, p := range procs {
+			owners = append(owners, p.comm+"="+strconv.Itoa(p.hostUID))
+			worker = worker || (p.comm == "haproxy" && p.hostUID != 0)
+		}
+		if !worker {
+			t.Fatalf("haproxy: no HAProxy worker that is not root among %v", owners)
+		}
+		t.Logf("userns figure: haproxy: uid_map %q (none); processes (name=uid): %s", uidMap, strings.Join(owners, " "))
+	}
 	if out, err := h.Run(ctx, "systemd-run", "-M", "haproxy", "--wait", "--pipe", "-q", "/usr/local/bin/cookiecutter", "x"); err != nil ||
 		!strings.Contains(out, "cookiecutter fixture") {
 		t.Fatalf("cookiecutter from the local source: %v %q", err, out)
@@ -204,6 +221,7 @@ func TestMachinesOnSystemd(t *testing.T) {
 			t.Fatalf("%s in strfry: %q", u, out)
 		}
 	}
+	assertUserNS(t, h, "strfry")
 	berth("strfry:stop")
 
 	// relaycreator: pnpm install and build of a local fixture app, served on 3000; deploy builds a new release
@@ -229,6 +247,7 @@ func TestMachinesOnSystemd(t *testing.T) {
 		}
 	}
 	get("relaycreator fixture v1")
+	assertUserNS(t, h, "relaycreator", "node")
 	if out, _ := h.Run(ctx, "journalctl", "-M", "relaycreator", "-u", "app.service", "--no-pager", "-o", "cat"); !strings.Contains(out, "migrations wait for it") {
 		t.Fatalf("the first start before configure should say its migrations wait for the .env:\n%s", out)
 	}
@@ -240,11 +259,31 @@ func TestMachinesOnSystemd(t *testing.T) {
 	}
 	relayConfiguration(t, h, berth, hostFile, func(q string) string { return sql(url, q) }, get)
 
-	// Stops: each machine's stop, timed (the figures the stop fix is judged by).
+	// relaycreator's app, as its own user, has its settings from its .env in its environment (systemd read the
+	// file), and cannot read the file itself.
+	for _, p := range assertUserNS(t, h, "relaycreator", "node") {
+		if p.comm == "node" {
+			if env := h.Must(t, "cat", "/proc/"+strconv.Itoa(p.pid)+"/environ"); !strings.Contains(env, "DATABASE_URL=mysql://") {
+				t.Fatal("relaycreator's app runs without DATABASE_URL from its .env")
+			}
+		}
+	}
+	if out, err := h.Run(ctx, "systemd-run", "-M", "relaycreator", "--uid=relaycreator", "--wait", "--pipe", "-q", "cat", "/srv/relaycreator/.env"); err == nil ||
+		!strings.Contains(out, "Permission denied") {
+		t.Fatalf("the app's user could read its .env: %v %q", err, out)
+	}
+	t.Logf("relaycreator's app has DATABASE_URL in its environment; its user cannot read /srv/relaycreator/.env")
+
+	// Stops: each machine's stop, timed (the figures the stop fix is judged by); one that waited for the unit's
+	// 90 s stop timeout would be the bug back.
 	for _, m := range []string{"mysql", "haproxy", "strfry", "relaycreator"} {
 		start := time.Now()
 		berth(m + ":stop")
-		t.Logf("stop figure: %s:stop took %s", m, time.Since(start).Round(100*time.Millisecond))
+		took := time.Since(start)
+		t.Logf("stop figure: %s:stop took %s", m, took.Round(100*time.Millisecond))
+		if took > 30*time.Second {
+			t.Fatalf("%s:stop took %s: its stop waited for a timeout", m, took)
+		}
 	}
 
 	// A machine made from a folder as a new user would (no [Exec] PrivateUsers=, its data bound over the
@@ -268,6 +307,22 @@ func TestMachinesOnSystemd(t *testing.T) {
 	start := time.Now()
 	folderBerth("machine:stop", "redis")
 	t.Logf("stop figure: the folder-made redis (user namespace, idmapped data) stopped in %s", time.Since(start).Round(100*time.Millisecond))
+	// A machine whose user namespace gets the demo containers' host ids (a range of its own chosen here to meet
+	// them, as nspawn's pick of 983040 or 1048576 would) is refused in one line and stopped.
+	nspawnFile := hostFile("etc/systemd/nspawn/redis.nspawn")
+	settings, _ := os.ReadFile(nspawnFile)
+	if !strings.Contains(string(settings), "PrivateUsers=pick\n") {
+		t.Fatalf("redis.nspawn without PrivateUsers=pick:\n%s", settings)
+	}
+	os.WriteFile(nspawnFile, []byte(strings.Replace(string(settings), "PrivateUsers=pick\n", "PrivateUsers=983040:65536\n", 1)), 0o644)
+	out, err = h.Run(ctx, "env", "BERTH_IMAGES=/root/folder-images", "/usr/local/sbin/berth", "machine:start", "redis")
+	if err == nil || !strings.Contains(out, "host uids 983040-1048575, which overlap the demo containers' 1000000-1065535; stopped it") {
+		t.Fatalf("a machine in the demo containers' ids: want a refusal, got %v\n%s", err, out)
+	}
+	if st, _ := h.Run(ctx, "systemctl", "is-active", "systemd-nspawn@redis"); strings.TrimSpace(st) == "active" {
+		t.Fatal("the refused machine still runs")
+	}
+	t.Logf("userns figure: a machine given host uids 983040-1048575 refused and stopped: %s", strings.TrimSpace(out[max(0, strings.LastIndex(out, "Error:")):]))
 
 	// clean: no machine, no base, and [Paths] Srv untouched.
 	srvBefore, err := fsx.TreeSum(hostFile("srv"))

@@ -160,4 +160,11 @@ func TestNSpawnUserNamespace(t *testing.T) {
 	if strings.Contains(got, "pick") || strings.Contains(got, "idmap") || !strings.Contains(got, "Bind=/srv/redis:/var/lib/redis\n") {
 		t.Fatalf("a manifest's own choice:\n%s", got)
 	}
+	// A range of its own (clear of the demo containers' ids): kept, with the rootfs mapped and the binds idmapped.
+	got = load("[Data]\nBind=redis:/var/lib/redis\n[Exec]\nPrivateUsers=2097152:65536\n").NSpawnFile("/srv")
+	for _, want := range []string{"[Exec]\nPrivateUsers=2097152:65536\nPrivateUsersOwnership=auto\n", "Bind=/srv/redis:/var/lib/redis:idmap\n"} {
+		if !strings.Contains(got, want) || strings.Contains(got, "pick") {
+			t.Fatalf("a range of its own: want %q (and no pick) in\n%s", want, got)
+		}
+	}
 }

@@ -306,9 +306,13 @@ var envNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,40}$`)
 // services own their data. Without a choice written here, systemd-nspawn@.service's own -U applied while the
 // binds kept host ownership: a service that could not write its data directory could hold the machine's stop
 // for the unit's whole 90 s (redis refusing to exit without saving).
+//
+// A manifest that chooses a range of its own (PrivateUsers=<first uid>[:<count>], say to keep clear of the
+// demo containers' ids) or yes keeps it, and gets the same idmapped binds and mapped rootfs.
 func (m *Manifest) NSpawnFile(srv string) string {
 	sections := append([]*unit.UnitSection{}, m.NSpawn...)
-	userns := !m.setsNSpawn("Exec", "PrivateUsers")
+	choice, chosen := m.nspawnValue("Exec", "PrivateUsers")
+	userns := !chosen || !slices.Contains([]string{"no", "false", "off", "0", "identity"}, strings.ToLower(choice))
 	if userns {
 		var exec *unit.UnitSection
 		for i, s := range sections {
@@ -321,8 +325,12 @@ func (m *Manifest) NSpawnFile(srv string) string {
 			exec = &unit.UnitSection{Section: "Exec"}
 			sections = append([]*unit.UnitSection{exec}, sections...)
 		}
-		exec.Entries = append(exec.Entries, &unit.UnitEntry{Name: "PrivateUsers", Value: "pick"},
-			&unit.UnitEntry{Name: "PrivateUsersOwnership", Value: "auto"})
+		if !chosen {
+			exec.Entries = append(exec.Entries, &unit.UnitEntry{Name: "PrivateUsers", Value: "pick"})
+		}
+		if _, ok := m.nspawnValue("Exec", "PrivateUsersOwnership"); !ok {
+			exec.Entries = append(exec.Entries, &unit.UnitEntry{Name: "PrivateUsersOwnership", Value: "auto"})
+		}
 	}
 	if len(m.Binds) > 0 {
 		files := &unit.UnitSection{Section: "Files"}
@@ -341,16 +349,16 @@ func (m *Manifest) NSpawnFile(srv string) string {
 	return sb.String()
 }
 
-// setsNSpawn tells whether the manifest's own .nspawn sections set key in section.
-func (m *Manifest) setsNSpawn(section, key string) bool {
+// nspawnValue is the last value the manifest's own .nspawn sections give key in section, and whether any does.
+func (m *Manifest) nspawnValue(section, key string) (v string, ok bool) {
 	for _, s := range m.NSpawn {
 		for _, e := range s.Entries {
 			if s.Section == section && e.Name == key {
-				return true
+				v, ok = e.Value, true
 			}
 		}
 	}
-	return false
+	return v, ok
 }
 
 // NamesOfKind lists the image folders in fsys whose manifest has [Image] Kind = kind.

@@ -37,6 +37,10 @@ type Container struct {
 // IDs is the size of an unprivileged container's id range.
 const IDs = 65536
 
+// DemoIDBase is where the demo's unprivileged containers' ids start on the host (root:1000000:65536 in
+// /etc/subuid): machine.Start refuses a machine whose user namespace was given ids in that range.
+const DemoIDBase = 1_000_000
+
 // Limits are a container's cgroup limits; zero values set none.
 type Limits struct {
 	Memory int64   // bytes (memory.max)

@@ -24,9 +24,13 @@ var ErrNoSystemd = systemd.ErrNoSystemd
 // BootTimeout bounds how long Start waits for a machine's own systemd to finish booting.
 var BootTimeout = 2 * time.Minute
 
-// Start starts the machine (a no-op when it runs) and waits until its systemd has finished booting.
+// Start starts the machine (a no-op when it runs) and waits until its systemd has finished booting. A
+// machine whose user namespace took the demo containers' host ids is stopped again, with an error.
 func Start(ctx context.Context, name string) error {
 	if err := systemd.Run(ctx, "start", Unit(name), 0); err != nil {
+		return err
+	}
+	if err := checkIDs(ctx, name); err != nil {
 		return err
 	}
 	return WaitBooted(ctx, name, BootTimeout)
@@ -58,6 +62,9 @@ func Stop(ctx context.Context, name string) error {
 // Restart restarts the machine and waits until it has booted again.
 func Restart(ctx context.Context, name string) error {
 	if err := systemd.Run(ctx, "restart", Unit(name), 0); err != nil {
+		return err
+	}
+	if err := checkIDs(ctx, name); err != nil {
 		return err
 	}
 	return WaitBooted(ctx, name, BootTimeout)
