@@ -129,6 +129,19 @@ func TestDemoOnLXC(t *testing.T) {
 			d.Backend, strings.Fields(string(du))[0], time.Since(start).Round(time.Millisecond))
 	})
 
+	t.Run("ACME from Pebble: issued, unchanged when built again, renewed under load", func(t *testing.T) {
+		acmeFromPebble(t, c)
+		// Back to the trial's configuration (no domain): its certificate, of another name, is remade
+		// self-signed.
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cert := servedCert(t, c.Demo.HTTPS, "demo.localhost"); cert.Issuer.String() != cert.Subject.String() {
+			t.Fatalf("back without a domain, the proxy serves a certificate from %s, not a self-signed one", cert.Issuer)
+		}
+		expectBody(t, httpURL+"/", "berth demo "+oneServing(t, d)+"\n")
+	})
+
 	t.Run("both containers stopped: the unavailable page", func(t *testing.T) {
 		for _, n := range d.cfg.Containers {
 			if err := d.stop(n); err != nil {

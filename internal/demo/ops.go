@@ -16,7 +16,6 @@ import (
 	"berth/internal/hostnet"
 	"berth/internal/image"
 	"berth/internal/lock"
-	"berth/internal/tlsx"
 	shipped "berth/upgrade.d"
 )
 
@@ -63,7 +62,7 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.installHooks(); err != nil {
 		return err
 	}
-	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
+	if _, err := d.selfSignedDue(); err != nil {
 		return err
 	}
 	for _, n := range d.cfg.Containers {
@@ -73,7 +72,10 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 			}
 		}
 	}
-	return d.serve(ctx, st)
+	if err := d.serve(ctx, st); err != nil {
+		return err
+	}
+	return d.certAfterServe(ctx, st, true)
 }
 
 // buildPristine builds a new pristine generation from the base and [Demo] Image (provisioned in the booted
@@ -205,10 +207,13 @@ func (d *Demo) Start(ctx context.Context) error {
 	if err := d.net.Up(ctx); err != nil {
 		return err
 	}
-	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
+	if _, err := d.selfSignedDue(); err != nil {
 		return err
 	}
-	return d.serve(ctx, st)
+	if err := d.serve(ctx, st); err != nil {
+		return err
+	}
+	return d.certAfterServe(ctx, st, false)
 }
 
 // Stop brings the demo down (at shutdown): the proxy, both containers, the NAT rules. The bridge stays.
