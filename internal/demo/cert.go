@@ -81,6 +81,19 @@ func (d *Demo) selfSignedDue() (string, error) {
 	return due, nil
 }
 
+// checkACME checks, before Build changes anything, that [Demo] ACMEDirectory answers when the certificate
+// is to come from it now.
+func (d *Demo) checkACME(ctx context.Context) error {
+	if acmeOn, _ := d.useACME(); !acmeOn {
+		return nil
+	}
+	if b, err := os.ReadFile(d.bundle()); err == nil && tlsx.Due(b, d.domain(), false) == "" {
+		return nil
+	}
+	_, err := acme.New(ctx, "demo", d.cfg.ACMEDirectory, d.accountKey(), d.cfg.Email)
+	return err
+}
+
 // certificate gets a certificate from [Demo] ACMEDirectory when the demo uses ACME and its bundle is due
 // (or force), through the running proxy, and installs it with a graceful reload of the proxy, which keeps
 // its connections; it returns the reason it replaced the bundle, "" when it did not. Without ACME it is
@@ -218,4 +231,27 @@ func (d *Demo) RenewReport(ctx context.Context, force bool, w io.Writer) error {
 		fmt.Fprintf(w, "demo certificate for %s: replaced (%s)\n", d.domain(), why)
 	}
 	return err
+}
+
+// certStatus is demo:status's line about the certificate: its name, issuer and end, where it comes from, and
+// whether it is due.
+func (d *Demo) certStatus() string {
+	from := "ACME " + d.cfg.ACMEDirectory
+	acmeOn, why := d.useACME()
+	if !acmeOn {
+		from = "self-signed: " + why
+	}
+	b, err := os.ReadFile(d.bundle())
+	if err != nil {
+		return "none yet (" + from + ")"
+	}
+	cert, err := tlsx.Leaf(b)
+	if err != nil {
+		return fmt.Sprintf("%s: %v (%s)", d.bundle(), err, from)
+	}
+	line := fmt.Sprintf("%s from %q until %s (%s)", d.domain(), cert.Issuer.CommonName, cert.NotAfter.UTC().Format(time.DateOnly), from)
+	if due := tlsx.Due(b, d.domain(), !acmeOn); due != "" {
+		line += "; due: " + due
+	}
+	return line
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,8 +36,8 @@ func servedCert(t *testing.T, addr, name string) *x509.Certificate {
 // which validates http-01 through the demo's proxy on [Demo] HTTP: the proxy serves Pebble's certificate;
 // a second build orders nothing and leaves the file as it is; a forced renewal under a request loop fails
 // no request and installs a certificate of another serial; a renewal with more than 30 days left changes
-// nothing.
-func acmeFromPebble(t *testing.T, trial *config.Config) {
+// nothing (demo:renew, as berth-demo-renew.service runs it).
+func acmeFromPebble(t *testing.T, trial *config.Config, berthCmd func(...string) *exec.Cmd) {
 	ctx := context.Background()
 	const domain = "demo.test"
 	_, port, _ := net.SplitHostPort(trial.Demo.HTTP)
@@ -56,6 +57,17 @@ func acmeFromPebble(t *testing.T, trial *config.Config) {
 			t.Fatal(err)
 		}
 		return fmt.Sprintf("%x", sha256.Sum256(b))[:16]
+	}
+
+	// An ACME directory that does not answer: one line naming it, before anything changes.
+	bad := c
+	bad.Demo.ACMEDirectory = "https://localhost:9/dir"
+	before := sum()
+	if err := openTest(t, &bad).Build(ctx, false); err == nil || !strings.Contains(err.Error(), "ACME directory https://localhost:9/dir") ||
+		strings.Contains(err.Error(), "\n") || sum() != before {
+		t.Fatalf("build with an unreachable ACME directory: %v; bundle %s → %s", err, before, sum())
+	} else {
+		t.Logf("unreachable ACME directory: %v", err)
 	}
 
 	start := time.Now()
@@ -111,6 +123,17 @@ func acmeFromPebble(t *testing.T, trial *config.Config) {
 	}
 	t.Logf("forced renewal under load in %s: %d requests, %d failed; serial %x → %x (Pebble issued %d)",
 		took.Round(100*time.Millisecond), served, failed, first.SerialNumber, second.SerialNumber, pebble.Issued())
+
+	// The daily renewal, as its unit runs it: the binary, the configuration from the environment.
+	before, issued = sum(), pebble.Issued()
+	cmd := berthCmd("demo:renew")
+	cmd.Env = append(cmd.Env, "BERTH_DEMO_DOMAIN="+domain, "BERTH_DEMO_SELFSIGNED=no", "BERTH_DEMO_ACMEDIRECTORY="+pebble.Directory,
+		"SSL_CERT_FILE="+pebble.CertFile)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nothing changed") || sum() != before || pebble.Issued() != issued {
+		t.Fatalf("berth demo:renew with %d days left: %v\n%s\nbundle %s → %s, issued %d → %d", int(time.Until(second.NotAfter).Hours()/24), err, out, before, sum(), issued, pebble.Issued())
+	}
+	t.Logf("berth demo:renew: %s", strings.TrimSpace(string(out)))
 }
 
 // TestSelfSignedRenewed: a self-signed certificate is remade when fewer than 30 days remain, when it is for
@@ -164,5 +187,10 @@ func TestSelfSignedRenewed(t *testing.T) {
 		if cert, _ := tlsx.Leaf(b); time.Until(cert.NotAfter) < 89*24*time.Hour || !tlsx.IsSelfSigned(cert) {
 			t.Fatalf("%s: the bundle ends %s", step.name, cert.NotAfter)
 		}
+	}
+	if st := d.certStatus(); !strings.HasPrefix(st, `demo.example.org from "demo.example.org" until `) || !strings.Contains(st, "(self-signed: [Demo] SelfSigned = yes)") {
+		t.Fatalf("status: %s", st)
+	} else {
+		t.Logf("demo:status: certificate %s", st)
 	}
 }

@@ -42,6 +42,9 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.Check(); err != nil {
 		return err
 	}
+	if err := d.checkACME(ctx); err != nil {
+		return err
+	}
 	l, st, err := d.begin(ctx, budget.Build, false)
 	if err != nil {
 		return err
@@ -236,7 +239,7 @@ func (d *Demo) Stop(ctx context.Context) error {
 func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
 	l, st, err := d.begin(ctx, budget.Switch, true)
 	if y := (*lock.YieldError)(nil); errors.As(err, &y) {
-		// An upgrade (or a repair, a build, a start) holds the demo: this turn is skipped, not failed, so
+		// An upgrade (or a repair, a build, a start, a renewal) holds the demo: this turn is skipped, not failed, so
 		// that no repair starts and no alert goes out; it leaves a container serving when it ends.
 		logger().Info("switch skipped: another job holds the demo", "job", y.Holder.What, "pid", y.Holder.Pid,
 			"since", y.Holder.Since.Format(time.DateTime))

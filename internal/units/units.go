@@ -32,7 +32,7 @@
 //     same moment, one way). Instead the timers never fire together (UpgradeCalendar moves the upgrade
 //     off the switch ticks), and whatever still overlaps (an upgrade outlasting several switches, the
 //     repair) is serialised by the one demo flock that demo:switch, demo:upgrade and demo:restoreCrash take,
-//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start) holding it
+//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start, renewal) holding it
 //     skips its turn with one log line and exits 0 (no OnFailure= repair, no alert); the repair waits for
 //     a running upgrade. Every TimeoutStartSec= is the job's lock wait plus its work (internal/budget). All of them are After=berth-demo.service, so a job that fires while the
 //     demo is being brought up at boot waits for it.
