@@ -37,7 +37,8 @@ func (d *Demo) Check() error {
 // Build makes the demo: the demo password (made once), the bridge and NAT, the pristine generation from
 // the base and [Demo] Image (only when missing, stale or forced; provisioned in a booted builder container
 // on the demo's bridge when the image asks for it), both containers reset to it, the TLS bundle, the proxy,
-// and one container serving. Running it again changes nothing.
+// one container serving, and then the certificate from ACME when it is due (cert.go). Running it again
+// changes nothing.
 func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.Check(); err != nil {
 		return err
