@@ -96,3 +96,10 @@ func (Demo) Destroy() error {
 func (Demo) Remove() error {
 	return withDemo((*demo.Demo).Remove)
 }
+
+// Renew replaces the demo's certificate when fewer than 30 days remain (FORCE=1: now): from [Demo]
+// ACMEDirectory, its challenge answered by the demo's proxy, or self-signed ([Demo] SelfSigned), installed
+// with a graceful reload of the proxy (berth-demo-renew.timer, daily).
+func (Demo) Renew() error {
+	return withDemo(func(d *demo.Demo, ctx context.Context) error { return d.RenewReport(ctx, knobs.Force, os.Stdout) })
+}

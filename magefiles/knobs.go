@@ -33,7 +33,7 @@ type settings struct {
 var knobDocs = []struct{ Name, Doc string }{
 	{"PLAN", "PLAN=1: <image>:install and machine:install print every step instead of running it"},
 	{"CONFIRM", "CONFIRM=<image>: machine:purge deletes that image's data under [Paths] Srv"},
-	{"FORCE", "FORCE=1 (true, yes): base:build, demo:build and relay:renew ignore caches and rebuild or renew now; pull pulls the installed build again"},
+	{"FORCE", "FORCE=1 (true, yes): base:build, demo:build, relay:renew and demo:renew ignore caches and rebuild or renew now; pull pulls the installed build again"},
 	{"BERTH_IMAGES", "BERTH_IMAGES=<dir>: image folders from dir instead of the ones compiled into berth"},
 	{"BERTH_SOURCE_<NAME>", "BERTH_SOURCE_<NAME>=<path>: a local checkout or tarball replaces the git source NAME (upper case, dashes as underscores)"},
 	{"BERTH_DEBUG", "BERTH_DEBUG=1: debug-level logs"},

@@ -26,6 +26,9 @@ var (
 	Stop         = Job{What: "demo stop", LockWait: 3 * time.Minute, Work: 2 * time.Minute}
 	Upgrade      = Job{What: "demo upgrade", LockWait: Switch.Timeout(), Work: 3 * time.Hour}
 	RestoreCrash = Job{What: "demo restoreCrash", LockWait: Upgrade.Timeout(), Work: time.Hour}
+	// The daily certificate renewal waits for whatever may hold the demo (it has all day); its work is an
+	// ACME order (at most 5 minutes) and two graceful reloads.
+	Renew = Job{What: "demo renew", LockWait: RestoreCrash.Timeout(), Work: 10 * time.Minute}
 	// By hand only (no unit): they wait as long as anything may hold the lock.
 	Build       = Job{What: "demo build", LockWait: RestoreCrash.Timeout(), Work: 0}
 	ImportHooks = Job{What: "demo importHooks", LockWait: RestoreCrash.Timeout()}
@@ -35,7 +38,7 @@ var (
 // Yields tells whether a switch skips its turn rather than wait for the job what holding the lock: the
 // jobs that may hold it longer than a switch waits, each of which leaves one container serving.
 func Yields(what string) bool {
-	for _, j := range []Job{Upgrade, RestoreCrash, Build, Start} {
+	for _, j := range []Job{Upgrade, RestoreCrash, Build, Start, Renew} {
 		if j.What == what {
 			return true
 		}

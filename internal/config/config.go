@@ -83,8 +83,11 @@ type Demo struct {
 	Memory        int64   // bytes a container may use (cgroup memory.max)
 	CPUs          float64 // CPUs a container may use (cgroup cpu.max); 0: no limit
 	Tasks         int     // processes and threads a container may run (cgroup pids.max)
-	EgressPorts   []int   // TCP ports the containers may reach on public addresses
-	HostPorts     []int   // TCP ports of the host the containers may reach (on the bridge's address)
+	SelfSigned    string  // auto (ACME for a public [Demo] Domain), yes, no (ACME for any Domain)
+	ACMEDirectory string
+	Email         string // the ACME account's contact, optional
+	EgressPorts   []int  // TCP ports the containers may reach on public addresses
+	HostPorts     []int  // TCP ports of the host the containers may reach (on the bridge's address)
 }
 
 // Publish configures where machine images are published (S3) and pulled from.

@@ -209,3 +209,40 @@ func TestDotEnv(t *testing.T) {
 		t.Fatalf("EnvFile empty turns it off: %+v %v", c.Relay, err)
 	}
 }
+
+// TestPublicName: the names [Demo] SelfSigned = auto certifies through ACME, and why the others are not.
+func TestPublicName(t *testing.T) {
+	for name, want := range map[string]string{
+		"demo.yunohost.org": "", "example.com": "", "a.b.c.example.net": "",
+		"": "no name", "localhost": "single label", "demo": "single label", "10.1.5.2": "IP address", "::1": "IP address",
+		"demo.test": "under .test", "demo.localhost": "under .localhost", "box.local": "under .local", "x.example": "under .example",
+		"demo.internal": "under .internal", "router.home.arpa": "under .arpa", "DEMO.LAN": "under .lan", "1.2.3.4.5": "IP address",
+	} {
+		ok, why := PublicName(name)
+		if ok != (want == "") || !strings.Contains(why, want) {
+			t.Errorf("PublicName(%q) = %v %q, want %q", name, ok, why, want)
+		}
+	}
+}
+
+// TestDemoSelfSignedKey: [Demo] SelfSigned takes auto, yes or no, and no needs a domain and both ports.
+func TestDemoSelfSignedKey(t *testing.T) {
+	load := func(env map[string]string) (*Config, error) {
+		return LoadFrom("/nonexistent", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}
+	for v, want := range map[string]string{"auto": "auto", "yes": "yes", "no": "no", "true": "yes", "off": "no"} {
+		c, err := load(map[string]string{"BERTH_DEMO_SELFSIGNED": v, "BERTH_DEMO_DOMAIN": "demo.example.org"})
+		if err != nil || c.Demo.SelfSigned != want {
+			t.Errorf("SelfSigned=%s: %q %v", v, c.Demo.SelfSigned, err)
+		}
+	}
+	for _, env := range []map[string]string{{"BERTH_DEMO_SELFSIGNED": "maybe"}, {"BERTH_DEMO_SELFSIGNED": "no"},
+		{"BERTH_DEMO_SELFSIGNED": "no", "BERTH_DEMO_DOMAIN": "demo.example.org", "BERTH_DEMO_HTTP": ""}} {
+		_, err := load(env)
+		if err == nil || !strings.Contains(err.Error(), "SelfSigned") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: %v", env, err)
+		} else {
+			t.Logf("%v: %v", env, err)
+		}
+	}
+}

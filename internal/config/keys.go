@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,51 @@ func ValidDomain(s string) error {
 		}
 	}
 	return nil
+}
+
+// letsEncrypt is Let's Encrypt's production directory, the default ACME directory.
+const letsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
+// urlValue sets dst to an http(s):// URL.
+func urlValue(dst *string) func(*Config, string) error {
+	return func(_ *Config, v string) error {
+		if err := httpURL(v); err != nil {
+			return err
+		}
+		*dst = v
+		return nil
+	}
+}
+
+func emailAddr(v string) error {
+	local, domain, ok := strings.Cut(v, "@")
+	if !ok || local == "" || strings.ContainsAny(local, " <>") || ValidDomain(domain) != nil {
+		return errors.New("expected an e-mail address such as admin@example.com")
+	}
+	return nil
+}
+
+// privateTLDs are the last labels of names no public ACME server certifies: RFC 6761's special-use names
+// (test, localhost, invalid, example), RFC 6762's local, ICANN's internal, RFC 8375's home.arpa (as arpa),
+// and the usual private suffixes of home and company networks.
+var privateTLDs = []string{"test", "localhost", "invalid", "example", "local", "internal", "arpa", "lan", "home", "corp", "localdomain", "intranet", "private"}
+
+// PublicName says whether name can be certified by a public ACME server such as Let's Encrypt, and if not
+// why: an IP address, a single label (no dot), or a name under a special-use or private top-level domain
+// (privateTLDs). [Demo] SelfSigned = auto gets a certificate from ACME only for a public name.
+func PublicName(name string) (bool, string) {
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	switch {
+	case name == "":
+		return false, "no name"
+	case net.ParseIP(name) != nil || strings.Trim(last, "0123456789") == "":
+		return false, "an IP address"
+	case !strings.Contains(name, "."):
+		return false, "a single label, without a dot"
+	case slices.Contains(privateTLDs, strings.ToLower(last)):
+		return false, "under ." + strings.ToLower(last) + ", which no public CA certifies"
+	}
+	return true, ""
 }
 
 func words(v string) []string {
@@ -241,15 +287,7 @@ var keys = []key{
 		return nil
 	}},
 	{"Relay", "Domain", "", func(c *Config, v string) error { return optional(ValidDomain, &c.Relay.Domain)(c, v) }},
-	{"Relay", "Email", "", func(c *Config, v string) error {
-		return optional(func(v string) error {
-			local, domain, ok := strings.Cut(v, "@")
-			if !ok || local == "" || strings.ContainsAny(local, " <>") || ValidDomain(domain) != nil {
-				return errors.New("expected an e-mail address such as admin@example.com")
-			}
-			return nil
-		}, &c.Relay.Email)(c, v)
-	}},
+	{"Relay", "Email", "", func(c *Config, v string) error { return optional(emailAddr, &c.Relay.Email)(c, v) }},
 	{"Relay", "SelfSigned", "no", func(c *Config, v string) error {
 		if b, ok := parseBool(v); ok {
 			c.Relay.SelfSigned = b
@@ -265,13 +303,7 @@ var keys = []key{
 		}
 		return nil
 	}},
-	{"Relay", "ACMEDirectory", "https://acme-v02.api.letsencrypt.org/directory", func(c *Config, v string) error {
-		if err := httpURL(v); err != nil {
-			return err
-		}
-		c.Relay.ACMEDirectory = v
-		return nil
-	}},
+	{"Relay", "ACMEDirectory", letsEncrypt, func(c *Config, v string) error { return urlValue(&c.Relay.ACMEDirectory)(c, v) }},
 	{"Relay", "Machines", "mysql relaycreator haproxy strfry", func(c *Config, v string) error { return names(&c.Relay.Machines, 0)(c, v) }},
 	{"Relay", "HealthTimeout", "3min", func(c *Config, v string) error {
 		d, err := ParseTimeSpan(v)
@@ -351,6 +383,21 @@ var keys = []key{
 		}
 		return optional(listenAddr, &c.Demo.HTTPS)(c, v)
 	}},
+	{"Demo", "SelfSigned", "auto", func(c *Config, v string) error {
+		if b, ok := parseBool(v); ok && v != "" {
+			c.Demo.SelfSigned = map[bool]string{true: "yes", false: "no"}[b]
+		} else if v == "auto" {
+			c.Demo.SelfSigned = v
+		} else {
+			return errors.New("expected auto (ACME when [Demo] Domain is a public name, self-signed otherwise), yes (self-signed) or no (ACME for any [Demo] Domain)")
+		}
+		if c.Demo.SelfSigned == "no" && (c.Demo.Domain == "" || c.Demo.HTTP == "" || c.Demo.HTTPS == "") {
+			return errors.New("expected yes or auto while [Demo] Domain, HTTP or HTTPS is empty: ACME certifies [Demo] Domain through the proxy's HTTP port")
+		}
+		return nil
+	}},
+	{"Demo", "ACMEDirectory", letsEncrypt, func(c *Config, v string) error { return urlValue(&c.Demo.ACMEDirectory)(c, v) }},
+	{"Demo", "Email", "", func(c *Config, v string) error { return optional(emailAddr, &c.Demo.Email)(c, v) }},
 	{"Demo", "HealthPath", "", func(c *Config, v string) error {
 		if v != "" && (!strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\r\n")) {
 			return errors.New("expected a URL path starting with / and without spaces (empty: the image's [Serve] HealthPath)")

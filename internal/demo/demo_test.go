@@ -129,6 +129,33 @@ func TestDemoOnLXC(t *testing.T) {
 			d.Backend, strings.Fields(string(du))[0], time.Since(start).Round(time.Millisecond))
 	})
 
+	berth := testutil.BerthBinary(t)
+	cmdEnv := os.Environ()
+	for k, v := range env {
+		cmdEnv = append(cmdEnv, k+"="+v)
+	}
+	for k, v := range map[string]string{"BERTH_PATHS_STATE": c.Paths.State, "BERTH_PATHS_MACHINES": c.Paths.Machines, "BERTH_PATHS_SRV": c.Paths.Srv, "BERTH_CONFIG": "/nonexistent"} {
+		cmdEnv = append(cmdEnv, k+"="+v)
+	}
+	berthCmd := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(berth, args...)
+		cmd.Env = cmdEnv
+		return cmd
+	}
+
+	t.Run("ACME from Pebble: issued, unchanged when built again, renewed under load", func(t *testing.T) {
+		acmeFromPebble(t, c, berthCmd)
+		// Back to the trial's configuration (no domain): its certificate, of another name, is remade
+		// self-signed.
+		if err := d.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if cert := servedCert(t, c.Demo.HTTPS, "demo.localhost"); cert.Issuer.String() != cert.Subject.String() {
+			t.Fatalf("back without a domain, the proxy serves a certificate from %s, not a self-signed one", cert.Issuer)
+		}
+		expectBody(t, httpURL+"/", "berth demo "+oneServing(t, d)+"\n")
+	})
+
 	t.Run("both containers stopped: the unavailable page", func(t *testing.T) {
 		for _, n := range d.cfg.Containers {
 			if err := d.stop(n); err != nil {
@@ -376,20 +403,6 @@ func TestDemoOnLXC(t *testing.T) {
 		}
 		t.Logf("repairs and a switch onto the repaired container under load: %d requests, 0 failed", served)
 	})
-
-	berth := testutil.BerthBinary(t)
-	cmdEnv := os.Environ()
-	for k, v := range env {
-		cmdEnv = append(cmdEnv, k+"="+v)
-	}
-	for k, v := range map[string]string{"BERTH_PATHS_STATE": c.Paths.State, "BERTH_PATHS_MACHINES": c.Paths.Machines, "BERTH_PATHS_SRV": c.Paths.Srv, "BERTH_CONFIG": "/nonexistent"} {
-		cmdEnv = append(cmdEnv, k+"="+v)
-	}
-	berthCmd := func(args ...string) *exec.Cmd {
-		cmd := exec.Command(berth, args...)
-		cmd.Env = cmdEnv
-		return cmd
-	}
 
 	t.Run("switch, upgrade and switch together: one after another, or the second switch skips its turn", func(t *testing.T) {
 		type res struct {

@@ -16,7 +16,6 @@ import (
 	"berth/internal/hostnet"
 	"berth/internal/image"
 	"berth/internal/lock"
-	"berth/internal/tlsx"
 	shipped "berth/upgrade.d"
 )
 
@@ -38,9 +37,13 @@ func (d *Demo) Check() error {
 // Build makes the demo: the demo password (made once), the bridge and NAT, the pristine generation from
 // the base and [Demo] Image (only when missing, stale or forced; provisioned in a booted builder container
 // on the demo's bridge when the image asks for it), both containers reset to it, the TLS bundle, the proxy,
-// and one container serving. Running it again changes nothing.
+// one container serving, and then the certificate from ACME when it is due (cert.go). Running it again
+// changes nothing.
 func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.Check(); err != nil {
+		return err
+	}
+	if err := d.checkACME(ctx); err != nil {
 		return err
 	}
 	l, st, err := d.begin(ctx, budget.Build, false)
@@ -63,7 +66,7 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.installHooks(); err != nil {
 		return err
 	}
-	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
+	if _, err := d.selfSignedDue(); err != nil {
 		return err
 	}
 	for _, n := range d.cfg.Containers {
@@ -73,7 +76,10 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 			}
 		}
 	}
-	return d.serve(ctx, st)
+	if err := d.serve(ctx, st); err != nil {
+		return err
+	}
+	return d.certAfterServe(ctx, st, true)
 }
 
 // buildPristine builds a new pristine generation from the base and [Demo] Image (provisioned in the booted
@@ -205,10 +211,13 @@ func (d *Demo) Start(ctx context.Context) error {
 	if err := d.net.Up(ctx); err != nil {
 		return err
 	}
-	if _, err := tlsx.EnsureBundle(d.bundle(), d.domain(), 90*24*time.Hour); err != nil {
+	if _, err := d.selfSignedDue(); err != nil {
 		return err
 	}
-	return d.serve(ctx, st)
+	if err := d.serve(ctx, st); err != nil {
+		return err
+	}
+	return d.certAfterServe(ctx, st, false)
 }
 
 // Stop brings the demo down (at shutdown): the proxy, both containers, the NAT rules. The bridge stays.
@@ -231,7 +240,7 @@ func (d *Demo) Stop(ctx context.Context) error {
 func (d *Demo) Switch(ctx context.Context) (t SwitchTimes, err error) {
 	l, st, err := d.begin(ctx, budget.Switch, true)
 	if y := (*lock.YieldError)(nil); errors.As(err, &y) {
-		// An upgrade (or a repair, a build, a start) holds the demo: this turn is skipped, not failed, so
+		// An upgrade (or a repair, a build, a start, a renewal) holds the demo: this turn is skipped, not failed, so
 		// that no repair starts and no alert goes out; it leaves a container serving when it ends.
 		logger().Info("switch skipped: another job holds the demo", "job", y.Holder.What, "pid", y.Holder.Pid,
 			"since", y.Holder.Since.Format(time.DateTime))

@@ -172,6 +172,7 @@ func (d *Demo) Status(ctx context.Context, w io.Writer) error {
 		}
 	}
 	fmt.Fprintf(tw, "proxy\t%s (HTTP %s, HTTPS %s)\n", proxy, d.cfg.HTTP, d.cfg.HTTPS)
+	fmt.Fprintf(tw, "certificate\t%s\n", d.certStatus())
 	fmt.Fprintf(tw, "last switch\t%s\n", stamp(st.LastSwitch))
 	for _, r := range d.statusTimers(ctx) {
 		fmt.Fprintln(tw, r)

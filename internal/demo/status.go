@@ -26,7 +26,7 @@ func (d *Demo) timers(ctx context.Context) (string, time.Time) {
 		return "unknown: " + err.Error(), time.Time{}
 	}
 	var have []string
-	for _, t := range []string{units.SwitchTimer, units.UpgradeTimer} {
+	for _, t := range []string{units.SwitchTimer, units.UpgradeTimer, units.DemoRenewTimer} {
 		if slices.Contains(m, t) {
 			have = append(have, t)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"berth/internal/run"
 	"berth/internal/testhost"
 	"berth/internal/testutil"
-	"berth/internal/tlsx"
 )
 
 // relayConfiguration runs relay:configure, rotate-keys and renew on the machines TestMachinesOnSystemd built.
@@ -322,19 +320,18 @@ func acmeWithPebble(t *testing.T, h *testhost.Host, hostFile func(string) string
 		t.Helper()
 		return h.Must(t, argv...)
 	}
-	bundle, err := tlsx.SelfSigned("localhost", 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM := splitPEM(bundle)
+	files := testutil.PebbleFiles(t, "/etc/pebble", "127.0.0.1:14000", "127.0.0.1:15000", 80)
 	os.MkdirAll(hostFile("etc/pebble"), 0o755)
-	os.WriteFile(hostFile("etc/pebble/cert.pem"), certPEM, 0o644)
-	os.WriteFile(hostFile("etc/pebble/key.pem"), keyPEM, 0o600)
-	os.WriteFile(hostFile("etc/pebble/pebble.json"), []byte(`{"pebble": {"listenAddress": "127.0.0.1:14000",
-"managementListenAddress": "127.0.0.1:15000", "certificate": "/etc/pebble/cert.pem", "privateKey": "/etc/pebble/key.pem",
-"httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}`), 0o644)
+	for name, b := range files {
+		os.WriteFile(hostFile("etc/pebble/"+name), b, 0o600)
+	}
+	certPEM := files["cert.pem"]
 	run("sh", "-c", "echo '127.0.0.1 relay.test' >> /etc/hosts")
-	run("systemd-run", "--unit=pebble", "-E", "PEBBLE_VA_NOSLEEP=1", "-E", "PEBBLE_WFE_NONCEREJECT=0", "pebble", "-config", "/etc/pebble/pebble.json")
+	pebble := []string{"systemd-run", "--unit=pebble"}
+	for _, e := range testutil.PebbleEnv {
+		pebble = append(pebble, "-E", e)
+	}
+	run(append(pebble, "pebble", "-config", "/etc/pebble/pebble.json")...)
 	defer h.Run(ctx, "systemctl", "stop", "pebble")
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(certPEM)
@@ -384,21 +381,6 @@ func acmeWithPebble(t *testing.T, h *testhost.Host, hostFile func(string) string
 		t.Fatalf("haproxycheck.timer is %s after the validation", st)
 	}
 	renewUnderLoad(acme[1:6]...)
-}
-
-func splitPEM(b []byte) (cert, key []byte) {
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			return cert, key
-		}
-		if strings.Contains(block.Type, "PRIVATE KEY") {
-			key = pem.EncodeToMemory(block)
-		} else {
-			cert = append(cert, pem.EncodeToMemory(block)...)
-		}
-	}
 }
 
 func lastLine(s string) string {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/user"
@@ -19,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"berth/internal/acme"
 	"berth/internal/fsx"
 	"berth/internal/hostnet"
 	"berth/internal/run"
@@ -48,6 +50,9 @@ type Proxy struct {
 	// server (stopped, being reset, crashed) instead of HAProxy's bare 503. It is a log-format string
 	// (HAProxy's http-error lf-string), evaluated at each such request: NextTick puts in a time computed then.
 	Unavailable string
+	// Challenges are ACME http-01 answers (path → key authorization, checked by internal/acme) the HTTP
+	// frontend serves, for whatever Host, while a certificate for Domain is being validated.
+	Challenges map[string]string
 }
 
 // NextTick is a log-format expression for Unavailable: the next multiple of every since local midnight
@@ -158,6 +163,9 @@ func (p *Proxy) Render(active string) []byte {
 	w("defaults\n\tmode http\n\ttimeout connect 1s\n\ttimeout client 60s\n\ttimeout server 60s")
 	w("\ttimeout http-request 10s\n\ttimeout http-keep-alive 10s\n\tretries 2\n\toption redispatch\n\toption forwardfor\n")
 	w("frontend http\n\tbind %s", p.HTTP)
+	for _, path := range slices.Sorted(maps.Keys(p.Challenges)) {
+		w("\t%s", acme.Rule(path, p.Challenges[path]))
+	}
 	p.onlyDomain(w)
 	w("\thttp-request set-header X-Forwarded-Proto http")
 	if p.TLSTo != "" && p.HTTPS != "" {

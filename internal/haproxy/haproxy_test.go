@@ -54,8 +54,8 @@ var (
 func newTestProxy(t *testing.T, backends map[string]*proxyBackendServer, names ...string) *Proxy {
 	testutil.Require(t, "haproxy")
 	dir := t.TempDir()
-	bundle := filepath.Join(dir, "tls", "bundle.pem")
-	if _, err := tlsx.EnsureBundle(bundle, "demo.test", 24*time.Hour); err != nil {
+	bundle := filepath.Join(dir, "bundle.pem")
+	if pem, err := tlsx.SelfSigned("demo.test", 24*time.Hour); err != nil || os.WriteFile(bundle, pem, 0o600) != nil {
 		t.Fatal(err)
 	}
 	p := &Proxy{Dir: filepath.Join(dir, "proxy"), HTTP: proxyFreeAddr(t), HTTPS: proxyFreeAddr(t), Bundle: bundle}

@@ -25,7 +25,9 @@ var Host = []string{
 }
 
 // Test lists what the test suite needs on top of Host.
-var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client", "shellcheck", "apt-utils"}
+var Test = []string{"busybox-static", "curl", "util-linux", "mariadb-client", "shellcheck", "apt-utils",
+	"pebble", // the ACME server of the relay's and the demo's certificate tests (on loopback)
+}
 
 // GoTools are the Go programs the test suite runs, installed with `go install` from the module proxy into
 // GoToolsDir: versitygw is the S3 server of the publish/pull system test.

@@ -1,22 +1,18 @@
 package relay
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/acme"
+	"berth/internal/acme"
 
 	"berth/internal/config"
 	"berth/internal/fleet"
@@ -26,7 +22,6 @@ import (
 	"berth/internal/machine"
 	"berth/internal/run"
 	"berth/internal/tlsx"
-	"berth/internal/wait"
 )
 
 // Report says what configure or a rotation changed.
@@ -259,18 +254,7 @@ func reloadEdge(ctx context.Context, c *config.Config) error {
 	if err != nil {
 		return err
 	}
-	return wait.Until(ctx, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
-		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: &tls.Config{ServerName: c.Relay.Domain, InsecureSkipVerify: true}}
-		conn, err := d.DialContext(ctx, "tcp", EdgeAddr)
-		if err != nil {
-			return false, fmt.Errorf("relay: the edge at %s after its reload: %w", EdgeAddr, err)
-		}
-		defer conn.Close()
-		if got := conn.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(want.SerialNumber) != 0 {
-			return false, fmt.Errorf("relay: the edge at %s still serves serial %x, not the new %x, after its reload", EdgeAddr, got, want.SerialNumber)
-		}
-		return true, nil
-	})
+	return tlsx.WaitServed(ctx, "relay: the edge", EdgeAddr, c.Relay.Domain, want)
 }
 
 const mysqlURIRel = ".creator-mysql-uri.txt"
@@ -288,16 +272,15 @@ func databaseURL(c *config.Config) (string, error) {
 }
 
 // certificate replaces the bundle when it is missing, is for another domain, has fewer than 30 days left,
-// is not of the configured kind (self-signed, or from the ACME directory: cl), or force is set.
+// is not of the configured kind (self-signed, or from the ACME directory: cl), or force is set (tlsx.Due).
 func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force bool) (bool, error) {
 	p := BundleFile(c)
 	if !force {
-		cert, err := readCert(c)
+		b, err := fsx.ReadIn(edgeDir(c), bundleRel)
 		if errors.Is(err, fsx.ErrEscapes) {
 			return false, fmt.Errorf("relay: %w", err)
 		}
-		if err == nil && cert.VerifyHostname(c.Relay.Domain) == nil &&
-			time.Until(cert.NotAfter) > 30*24*time.Hour && bytes.Equal(cert.RawIssuer, cert.RawSubject) == (cl == nil) {
+		if err == nil && tlsx.Due(b, c.Relay.Domain, cl == nil) == "" {
 			return false, nil
 		}
 	}
@@ -323,21 +306,15 @@ func certificate(ctx context.Context, c *config.Config, cl *acme.Client, force b
 
 // readCert reads the edge's certificate through os.Root.
 func readCert(c *config.Config) (*x509.Certificate, error) {
-	p := BundleFile(c)
 	b, err := fsx.ReadIn(edgeDir(c), bundleRel)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			return nil, errors.New("no certificate in " + p)
-		}
-		if block.Type == "CERTIFICATE" {
-			return x509.ParseCertificate(block.Bytes)
-		}
+	cert, err := tlsx.Leaf(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", BundleFile(c), err)
 	}
+	return cert, nil
 }
 
 // RotateKeys replaces the Nostr deploy key and the NEXTAUTH secret, rewrites the files that carry them and

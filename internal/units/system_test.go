@@ -76,7 +76,7 @@ func TestOnSystemd(t *testing.T) {
 	}
 	timers := run(t, "systemctl", "list-timers", "--all", "--no-pager")
 	t.Logf("systemctl list-timers --all:\n%s", timers)
-	for _, tm := range []string{SwitchTimer, UpgradeTimer, RenewTimer} {
+	for _, tm := range []string{SwitchTimer, UpgradeTimer, DemoRenewTimer, RenewTimer} {
 		line := ""
 		for _, l := range strings.Split(timers, "\n") {
 			if strings.Contains(l, tm) {
@@ -93,7 +93,7 @@ func TestOnSystemd(t *testing.T) {
 	if got := show(t, UpgradeTimer, "TimersCalendar"); !strings.Contains(got, "OnCalendar=*-*-* 03:03:00") {
 		t.Errorf("upgrade timer (03:02 is a switch tick with 2min): %s", got)
 	}
-	for _, u := range []string{Demo, SwitchTimer, UpgradeTimer, RenewTimer, Machines} {
+	for _, u := range []string{Demo, SwitchTimer, UpgradeTimer, DemoRenewTimer, RenewTimer, Machines} {
 		if got := run(t, "systemctl", "is-enabled", u); got != "enabled" {
 			t.Errorf("is-enabled %s: %s", u, got)
 		}
@@ -108,7 +108,7 @@ func TestOnSystemd(t *testing.T) {
 	if got := show(t, Machines, "Wants"); !strings.Contains(got, "systemd-nspawn@strfry.service") {
 		t.Errorf("%s Wants=%s", Machines, got)
 	}
-	if again := run(t, "/root/berth", "units:install"); !strings.Contains(again, "units in /etc/systemd/system: 12 unchanged") ||
+	if again := run(t, "/root/berth", "units:install"); !strings.Contains(again, "units in /etc/systemd/system: 14 unchanged") ||
 		!strings.Contains(again, "unchanged (copied") {
 		t.Errorf("a second install changed something:\n%s", again)
 	} else {
@@ -322,7 +322,7 @@ func TestOnSystemd(t *testing.T) {
 		}
 		before := runs()
 		run(t, "systemctl", "stop", Demo)
-		for _, tm := range []string{SwitchTimer, UpgradeTimer} {
+		for _, tm := range []string{SwitchTimer, UpgradeTimer, DemoRenewTimer} {
 			if got := show(t, tm, "ActiveState"); got != "inactive" {
 				t.Errorf("%s after stopping %s: %s", tm, Demo, got)
 			}
@@ -331,7 +331,7 @@ func TestOnSystemd(t *testing.T) {
 			t.Errorf("%s is not the demo's: %s", RenewTimer, got)
 		}
 		run(t, "systemctl", "start", Demo)
-		for _, tm := range []string{SwitchTimer, UpgradeTimer} {
+		for _, tm := range []string{SwitchTimer, UpgradeTimer, DemoRenewTimer} {
 			if got := show(t, tm, "ActiveState"); got != "active" {
 				t.Errorf("%s after starting %s: %s", tm, Demo, got)
 			}
@@ -370,7 +370,7 @@ func TestOnSystemd(t *testing.T) {
 		if err := h.Reboot(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for _, tm := range []string{SwitchTimer, UpgradeTimer, RenewTimer} {
+		for _, tm := range []string{SwitchTimer, UpgradeTimer, DemoRenewTimer, RenewTimer} {
 			if got := show(t, tm, "ActiveState"); got != "active" {
 				t.Errorf("%s after reboot: %s", tm, got)
 			}

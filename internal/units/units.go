@@ -11,6 +11,7 @@
 //	berth-demo-switch.timer/.service   demo:switch every [Demo] SwitchEvery; a failure starts the repair
 //	berth-demo-upgrade.timer/.service  demo:upgrade nightly at [Demo] UpgradeAt, caught up after downtime
 //	berth-demo-restore-crash.service   demo:restoreCrash, started by OnFailure= of the switch and the demo
+//	berth-demo-renew.timer/.service    demo:renew daily (randomized within an hour, caught up after downtime)
 //	berth-relay-renew.timer/.service   relay:renew daily (randomized within an hour, caught up after downtime)
 //	berth-machines.target              wants systemd-nspawn@<m>.service for each of [Relay] Machines; drop-ins
 //	                                   systemd-nspawn@<m>.service.d/50-berth-order.conf order each machine
@@ -18,8 +19,8 @@
 //
 // How the pieces relate:
 //
-//   - The demo's timers are WantedBy= and PartOf= berth-demo.service: starting the demo arms its rotation
-//     and nightly upgrade, `systemctl stop berth-demo` stops them (the original commented its cron line
+//   - The demo's timers are WantedBy= and PartOf= berth-demo.service: starting the demo arms its rotation,
+//     nightly upgrade and daily certificate renewal, `systemctl stop berth-demo` stops them (the original commented its cron line
 //     out with sed, and left it that way when the repair died half-way). systemd 252 computes a restarted
 //     calendar timer's next elapse from its first activation, so starting the demo again later runs one
 //     switch at once (seen in the test host); it waits for demo:start (After=) and is an ordinary switch.
@@ -31,7 +32,7 @@
 //     same moment, one way). Instead the timers never fire together (UpgradeCalendar moves the upgrade
 //     off the switch ticks), and whatever still overlaps (an upgrade outlasting several switches, the
 //     repair) is serialised by the one demo flock that demo:switch, demo:upgrade and demo:restoreCrash take,
-//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start) holding it
+//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start, renewal) holding it
 //     skips its turn with one log line and exits 0 (no OnFailure= repair, no alert); the repair waits for
 //     a running upgrade. Every TimeoutStartSec= is the job's lock wait plus its work (internal/budget). All of them are After=berth-demo.service, so a job that fires while the
 //     demo is being brought up at boot waits for it.
@@ -57,17 +58,19 @@ import (
 
 // The units berth generates.
 const (
-	Demo         = "berth-demo.service"
-	Switch       = "berth-demo-switch.service"
-	SwitchTimer  = "berth-demo-switch.timer"
-	Upgrade      = "berth-demo-upgrade.service"
-	UpgradeTimer = "berth-demo-upgrade.timer"
-	RestoreCrash = "berth-demo-restore-crash.service"
-	Renew        = "berth-relay-renew.service"
-	RenewTimer   = "berth-relay-renew.timer"
-	Machines     = "berth-machines.target"
-	Pull         = "berth-machines-pull.service"
-	PullTimer    = "berth-machines-pull.timer"
+	Demo           = "berth-demo.service"
+	Switch         = "berth-demo-switch.service"
+	SwitchTimer    = "berth-demo-switch.timer"
+	Upgrade        = "berth-demo-upgrade.service"
+	UpgradeTimer   = "berth-demo-upgrade.timer"
+	RestoreCrash   = "berth-demo-restore-crash.service"
+	DemoRenew      = "berth-demo-renew.service"
+	DemoRenewTimer = "berth-demo-renew.timer"
+	Renew          = "berth-relay-renew.service"
+	RenewTimer     = "berth-relay-renew.timer"
+	Machines       = "berth-machines.target"
+	Pull           = "berth-machines-pull.service"
+	PullTimer      = "berth-machines-pull.timer"
 )
 
 // EnvFile holds optional BERTH_* overrides for the units (systemd's EnvironmentFile= syntax).
@@ -84,6 +87,7 @@ var (
 	RestoreCrashTimeout = budget.RestoreCrash.Timeout()
 	DemoStartTimeout    = budget.Start.Timeout()
 	DemoStopTimeout     = budget.Stop.Timeout()
+	DemoRenewTimeout    = budget.Renew.Timeout()
 	RenewTimeout        = 15 * time.Minute
 	PullTimeout         = 2 * time.Hour
 )
@@ -120,9 +124,9 @@ var ContainerJobHardening = []Option{
 	{"UMask", "0022"},
 }
 
-// RenewHardening is the sandboxing of relay:renew, which starts no container: it reads and writes files
-// under [Paths], talks to systemd over D-Bus, reaches an ACME server, and reloads HAProxy in its machine
-// with `systemctl -M haproxy` (which enters the machine's namespaces with setns: no RestrictNamespaces, no
+// RenewHardening is the sandboxing of relay:renew and demo:renew, which start no container: they read and
+// write files under [Paths], talk to systemd over D-Bus, reach an ACME server, and reload HAProxy (the
+// demo's proxy with a signal; the relay's edge in its machine with `systemctl -M haproxy` (which enters the machine's namespaces with setns: no RestrictNamespaces, no
 // capability bounding set). ProtectHome=read-only is left out when one of berth's paths lies under /home,
 // /root or /run/user (see Generate).
 var RenewHardening = []Option{
@@ -331,27 +335,44 @@ func (g *generator) demo() error {
 		unit("ConditionPathExists", built...)
 	job(b, "demo:restoreCrash", RestoreCrashTimeout).hardening(ContainerJobHardening)
 	add(RestoreCrash, []string{"Started by OnFailure= of " + Switch + " and " + Demo + ", or by hand."}, b)
+
+	// The certificate: like relay:renew, it starts no container (RenewHardening); it reloads the demo's
+	// proxy, a process of the host.
+	hardening, note := g.renewHardening()
+	b = demoUnit(&builder{}, "berth demo: renew the TLS certificate when it is due", Demo).
+		unit("ConditionPathExists", built...)
+	job(b, "demo:renew", DemoRenewTimeout).hardening(hardening)
+	add(DemoRenew, append([]string{"Started by " + DemoRenewTimer + "."}, note...), b)
+	b = (&builder{}).unit("Description", "berth demo: daily certificate renewal").unit("PartOf", Demo).
+		add("Timer", "OnCalendar", "daily").
+		add("Timer", "RandomizedDelaySec", "1h").
+		add("Timer", "Persistent", "true").
+		add("Install", "WantedBy", Demo)
+	add(DemoRenewTimer, []string{"A certificate with fewer than 30 days left is replaced ([Demo] ACMEDirectory, or self-signed)."}, b)
 	return nil
+}
+
+// renewHardening is RenewHardening without ProtectHome= when one of berth's paths lies under a home
+// directory, with the note that says so.
+func (g *generator) renewHardening() ([]Option, []string) {
+	if p := homePath(g.c); p != "" {
+		return slices.DeleteFunc(slices.Clone(RenewHardening), func(o Option) bool { return o.Name == "ProtectHome" }),
+			[]string{"No ProtectHome=: " + p + " is under a home directory."}
+	}
+	return RenewHardening, nil
 }
 
 // renew adds the certificate renewal and its timer.
 func (g *generator) renew() {
 	c, job, add := g.c, g.job, g.add
-	renewHardening := RenewHardening
-	if p := homePath(c); p != "" {
-		renewHardening = slices.DeleteFunc(slices.Clone(renewHardening), func(o Option) bool { return o.Name == "ProtectHome" })
-	}
+	renewHardening, note := g.renewHardening()
 	b := (&builder{}).unit("Description", "berth relay: renew the TLS certificate when it is due").
 		unit("Wants", "network-online.target").
 		unit("After", "network-online.target "+Machines).
 		// Nothing to renew before relay:configure has run.
 		unit("ConditionPathExists", escapeSpecifiers(filepath.Join(c.Paths.State, "relay", "secrets.env")))
 	job(b, "relay:renew", RenewTimeout).hardening(renewHardening)
-	renewComment := []string{"Started by " + RenewTimer + "."}
-	if p := homePath(c); p != "" {
-		renewComment = append(renewComment, "No ProtectHome=: "+p+" is under a home directory.")
-	}
-	add(Renew, renewComment, b)
+	add(Renew, append([]string{"Started by " + RenewTimer + "."}, note...), b)
 
 	b = (&builder{}).unit("Description", "berth relay: daily certificate renewal").
 		add("Timer", "OnCalendar", "daily").

@@ -201,7 +201,7 @@ func TestGenerateDefaults(t *testing.T) {
 			t.Errorf("%s: two generations differ", f.Path)
 		}
 	}
-	want := []string{RestoreCrash, Switch, SwitchTimer, Upgrade, UpgradeTimer, Demo, Machines, Renew, RenewTimer,
+	want := []string{DemoRenew, DemoRenewTimer, RestoreCrash, Switch, SwitchTimer, Upgrade, UpgradeTimer, Demo, Machines, Renew, RenewTimer,
 		"systemd-nspawn@haproxy.service.d/" + OrderDropIn, "systemd-nspawn@relaycreator.service.d/" + OrderDropIn,
 		"systemd-nspawn@strfry.service.d/" + OrderDropIn}
 	if !slices.Equal(paths, want) {
@@ -209,7 +209,7 @@ func TestGenerateDefaults(t *testing.T) {
 	}
 	u := generate(t, c)
 
-	targets := map[string]string{Demo: "demo:start", Switch: "demo:switch", Upgrade: "demo:upgrade", RestoreCrash: "demo:restoreCrash", Renew: "relay:renew"}
+	targets := map[string]string{Demo: "demo:start", Switch: "demo:switch", Upgrade: "demo:upgrade", RestoreCrash: "demo:restoreCrash", Renew: "relay:renew", DemoRenew: "demo:renew"}
 	for name, target := range targets {
 		f := u[name]
 		if one(t, f, "Service", "ExecStart") != "/usr/local/sbin/berth "+target || one(t, f, "Service", "Type") != "oneshot" ||
@@ -223,7 +223,7 @@ func TestGenerateDefaults(t *testing.T) {
 	}
 	// The demo's jobs are given their lock wait plus their work (internal/budget, which the demo waits
 	// with): the repair outwaits an upgrade, which outwaits a switch.
-	for name, job := range map[string]budget.Job{Demo: budget.Start, Switch: budget.Switch, Upgrade: budget.Upgrade, RestoreCrash: budget.RestoreCrash} {
+	for name, job := range map[string]budget.Job{Demo: budget.Start, Switch: budget.Switch, Upgrade: budget.Upgrade, RestoreCrash: budget.RestoreCrash, DemoRenew: budget.Renew} {
 		if got := one(t, u[name], "Service", "TimeoutStartSec"); got != Span(job.Timeout()) {
 			t.Errorf("%s: TimeoutStartSec=%s, want %s (%s waits %s for the lock, then works %s)", name, got, Span(job.Timeout()), job.What, job.LockWait, job.Work)
 		}
@@ -316,9 +316,15 @@ func TestGenerateDefaults(t *testing.T) {
 		}
 	}
 	for _, o := range RenewHardening {
-		if one(t, u[Renew], "Service", o.Name) != o.Value {
-			t.Errorf("%s lacks %s=%s", Renew, o.Name, o.Value)
+		for _, name := range []string{Renew, DemoRenew} {
+			if one(t, u[name], "Service", o.Name) != o.Value {
+				t.Errorf("%s lacks %s=%s", name, o.Name, o.Value)
+			}
 		}
+	}
+	if one(t, u[DemoRenewTimer], "Timer", "OnCalendar") != "daily" || one(t, u[DemoRenewTimer], "Timer", "Persistent") != "true" ||
+		one(t, u[DemoRenewTimer], "Unit", "PartOf") != Demo || one(t, u[DemoRenewTimer], "Install", "WantedBy") != Demo {
+		t.Errorf("%s:\n%s", DemoRenewTimer, u[DemoRenewTimer].Bytes())
 	}
 	if one(t, u[Renew], "Unit", "ConditionPathExists") != "/var/lib/berth/relay/secrets.env" {
 		t.Errorf("%s:\n%s", Renew, u[Renew].Bytes())
@@ -386,7 +392,7 @@ func TestGenerateFromConfiguration(t *testing.T) {
 	if len(u[Renew].Values("Service", "ProtectHome")) != 0 || !strings.Contains(string(u[Renew].Bytes()), "/root/berth-state is under a home directory") {
 		t.Errorf("ProtectHome= with [Paths] State under /root:\n%s", u[Renew].Bytes())
 	}
-	if one(t, u[Machines], "Unit", "Wants") != "systemd-nspawn@strfry.service" || len(u) != 9 {
+	if one(t, u[Machines], "Unit", "Wants") != "systemd-nspawn@strfry.service" || len(u) != 11 {
 		t.Errorf("one machine: no drop-in expected, %d files", len(u))
 	}
 

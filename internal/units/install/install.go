@@ -86,7 +86,7 @@ func Units(ctx context.Context, c *config.Config, opts Options) (units.Report, e
 			installable = append(installable, f.Path)
 		}
 	}
-	starts := []string{units.Demo, units.SwitchTimer, units.UpgradeTimer, units.RenewTimer}
+	starts := []string{units.Demo, units.SwitchTimer, units.UpgradeTimer, units.DemoRenewTimer, units.RenewTimer}
 	if conn == nil {
 		rep.Skipped = fmt.Sprintf("units: %v: wrote the units to %s but did not enable %s, nor start %s; run units:install again on the booted host",
 			connErr, c.Paths.Units, strings.Join(installable, " "), strings.Join(starts, " "))
