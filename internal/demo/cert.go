@@ -48,10 +48,10 @@ func (d *Demo) useACME() (bool, string) {
 
 func (d *Demo) accountKey() string { return filepath.Join(d.dir, "acme-account.key") }
 
-// selfSignedDue replaces a self-signed bundle that tlsx.Due finds due, before the proxy (re)starts; a
-// missing bundle is made self-signed for an ACME demo too, so that the proxy can start and answer the
+// selfSignedDue replaces a self-signed bundle that tlsx.Due finds due (or any, with force), before the proxy
+// (re)starts; a missing bundle is made self-signed for an ACME demo too, so that the proxy can start and answer the
 // challenge. It reports why it wrote one, "" when it did not.
-func (d *Demo) selfSignedDue() (string, error) {
+func (d *Demo) selfSignedDue(force bool) (string, error) {
 	b, err := os.ReadFile(d.bundle())
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", err
@@ -61,6 +61,9 @@ func (d *Demo) selfSignedDue() (string, error) {
 		return "", nil // replaced through the running proxy (certificate)
 	}
 	due := tlsx.Due(b, d.domain(), true)
+	if force && due == "" {
+		due = "forced"
+	}
 	if due == "" {
 		return "", nil
 	}
@@ -101,10 +104,7 @@ func (d *Demo) checkACME(ctx context.Context) error {
 func (d *Demo) certificate(ctx context.Context, active string, force bool) (string, error) {
 	acmeOn, _ := d.useACME()
 	if !acmeOn {
-		if force {
-			os.Remove(d.bundle())
-		}
-		due, err := d.selfSignedDue()
+		due, err := d.selfSignedDue(force)
 		if err != nil || due == "" || !d.proxy.Running() {
 			return due, err
 		}

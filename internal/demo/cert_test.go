@@ -164,12 +164,14 @@ func TestSelfSignedRenewed(t *testing.T) {
 	for _, step := range []struct {
 		name, domain string
 		lifetime     time.Duration
+		force        bool
 		want         string // why it is remade, "" kept
 	}{
-		{"missing", "", 0, "missing"},
-		{"89 days left", "", 0, ""},
-		{"29 days left", "demo.example.org", 29 * 24 * time.Hour, "fewer than 30 days"},
-		{"another name", "other.example.org", 80 * 24 * time.Hour, "not for demo.example.org"},
+		{"missing", "", 0, false, "missing"},
+		{"89 days left", "", 0, false, ""},
+		{"89 days left, FORCE=1", "", 0, true, "forced"},
+		{"29 days left", "demo.example.org", 29 * 24 * time.Hour, false, "fewer than 30 days"},
+		{"another name", "other.example.org", 80 * 24 * time.Hour, false, "not for demo.example.org"},
 	} {
 		if step.domain != "" {
 			b, _ := tlsx.SelfSigned(step.domain, step.lifetime)
@@ -179,7 +181,7 @@ func TestSelfSignedRenewed(t *testing.T) {
 		if _, err := os.Stat(d.bundle()); err == nil {
 			before = serial()
 		}
-		why, err := d.selfSignedDue()
+		why, err := d.selfSignedDue(step.force)
 		if err != nil || !strings.Contains(why, step.want) || (step.want == "") != (why == "") || (serial() == before) != (step.want == "") {
 			t.Fatalf("%s: remade %q (%v), want %q; serial %s → %s", step.name, why, err, step.want, before, serial())
 		}

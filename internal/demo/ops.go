@@ -66,7 +66,7 @@ func (d *Demo) Build(ctx context.Context, force bool) error {
 	if err := d.installHooks(); err != nil {
 		return err
 	}
-	if _, err := d.selfSignedDue(); err != nil {
+	if _, err := d.selfSignedDue(false); err != nil {
 		return err
 	}
 	for _, n := range d.cfg.Containers {
@@ -211,7 +211,7 @@ func (d *Demo) Start(ctx context.Context) error {
 	if err := d.net.Up(ctx); err != nil {
 		return err
 	}
-	if _, err := d.selfSignedDue(); err != nil {
+	if _, err := d.selfSignedDue(false); err != nil {
 		return err
 	}
 	if err := d.serve(ctx, st); err != nil {
