@@ -219,25 +219,14 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 
 	// A tree mmdebstrap has just made from every suite of the sources is already what apt-get update and
 	// full-upgrade would make it (its lists are seconds old); one from the cache or from debootstrap (which
-	// installs from the first suite only) is brought up to date. Go goes into /usr/local/go meanwhile: no
-	// package owns that tree. (The shell environment edits bash.bashrc, a conffile: it waits for apt.)
+	// installs from the first suite only) is brought up to date.
 	fresh := !hit && bs.Tool == rootfs.Mmdebstrap
 	title := "apt-get update and full-upgrade from " + strings.Join(suites(c), ", ") + ", then the recipe"
 	if fresh {
 		title = "the recipe (the tree is up to date from " + strings.Join(suites(c), ", ") + ": mmdebstrap installed from all of them just now)"
 	}
 	step = job.Step(title + "; Go " + c.Base.GoVersion + " alongside")
-	goInstalled := make(chan error, 1)
-	go func() { goInstalled <- installGo(goArchive, staging) }()
-	err = provision(ctx, c, staging, fresh, step)
-	if gerr := <-goInstalled; err != nil {
-		err = fmt.Errorf("provision base: %w", err)
-	} else if gerr != nil {
-		err = fmt.Errorf("install Go: %w", gerr)
-	} else {
-		err = installShellEnv(staging)
-	}
-	if err := step.Done(err); err != nil {
+	if err := step.Done(provisionWithGo(ctx, c, staging, goArchive, fresh, step)); err != nil {
 		return res, err
 	}
 
@@ -248,6 +237,20 @@ func Build(ctx context.Context, c *config.Config, opts Options) (Result, error) 
 	}
 	logger().Info("base built", "dir", dir, "key", key, "password", PasswordFile(c))
 	return res, nil
+}
+
+// provisionWithGo runs the recipe (provision) while Go is unpacked into /usr/local/go, a tree no package
+// owns; the shell environment edits bash.bashrc, a conffile, so it waits for apt.
+func provisionWithGo(ctx context.Context, c *config.Config, staging, goArchive string, fresh bool, out io.Writer) error {
+	goInstalled := make(chan error, 1)
+	go func() { goInstalled <- installGo(goArchive, staging) }()
+	err := provision(ctx, c, staging, fresh, out)
+	if gerr := <-goInstalled; err != nil {
+		return fmt.Errorf("provision base: %w", err)
+	} else if gerr != nil {
+		return fmt.Errorf("install Go: %w", gerr)
+	}
+	return installShellEnv(staging)
 }
 
 // provision trusts the host's CAs in staging, writes its apt sources and runs the base recipe in it, the

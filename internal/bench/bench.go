@@ -625,9 +625,10 @@ func (s *session) buildPair(baseDir string) error {
 	var a, b []float64
 	for r := range min(o.Rounds, 2) {
 		for _, side := range order(r, 2) {
-			sec, err := timed(func() error { return fleet.InstallAll(ctx, c, fo, map[int]int{0: 1, 1: n}[side]) })
+			at := []int{1, n}[side]
+			sec, err := timed(func() error { return fleet.InstallAll(ctx, c, fo, at) })
 			if err != nil {
-				return fmt.Errorf("build (%d at a time): %w", map[int]int{0: 1, 1: n}[side], err)
+				return fmt.Errorf("build (%d at a time): %w", at, err)
 			}
 			if side == 0 {
 				a = append(a, sec)
