@@ -215,7 +215,9 @@ func importdPull(ctx context.Context, src, local, verify string, out io.Writer) 
 		return fmt.Errorf("systemd-importd over D-Bus: %w (is systemd-container installed?)", err)
 	}
 	defer imp.Close()
-	since := time.Now().Add(-time.Second)
+	// The journal's lines from this transfer on: the previous pull's (perhaps a second ago, perhaps under
+	// the same transfer number, importd's count restarts with it) are not its cause.
+	since := time.Now()
 	tr, err := imp.PullTar(src, local, verify, true)
 	if err != nil {
 		return fmt.Errorf("systemd-importd refused to pull %s: %w", src, err)
@@ -247,22 +249,29 @@ func importdPull(ctx context.Context, src, local, verify string, out io.Writer) 
 				continue
 			}
 			if result, _ := sig.Body[2].(string); result != "done" {
-				return fmt.Errorf("systemd-importd %s %s: %s", result, src, importdCause(ctx, since))
+				return fmt.Errorf("systemd-importd %s %s: %s", result, src, importdCause(ctx, since, tr.Id))
 			}
 			return nil
 		}
 	}
 }
 
-// importdCause is the line of systemd-importd's journal since since that says why a transfer failed: an
-// invalid download (checksum or signature, naming the file), or its last error.
-func importdCause(ctx context.Context, since time.Time) string {
+// importdCause is the line of systemd-importd's journal since since that says why transfer id failed: an
+// invalid download (checksum or signature, naming the file), or its last error. Lines tagged with another
+// transfer's number are not read.
+func importdCause(ctx context.Context, since time.Time, id uint32) string {
 	var lines []string
+	mine := fmt.Sprintf("(transfer%d)", id)
 	// The journal may not hold the transfer's last lines yet when its end is signalled: asked a few times.
 	for try := 0; try < 6; try++ {
 		b, _ := run.Cmd{Argv: []string{"journalctl", "--no-pager", "-o", "cat", "-u", "systemd-importd.service",
-			"--since", "@" + fmt.Sprint(since.Unix())}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
-		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+			"--since", fmt.Sprintf("@%d.%06d", since.Unix(), since.Nanosecond()/1000)}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
+		lines = lines[:0]
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if !strings.HasPrefix(l, "(transfer") || strings.HasPrefix(l, mine) {
+				lines = append(lines, l)
+			}
+		}
 		for _, want := range []string{"DOWNLOAD INVALID", "ignature", "hecksum", "tar: ", "Failed", "failed"} {
 			for _, l := range lines {
 				if strings.Contains(l, want) && !strings.Contains(l, "exited with") && !strings.Contains(l, "Transfer failed") {
