@@ -221,3 +221,34 @@ func TestSignatureVerifiesWithGPG(t *testing.T) {
 		t.Fatal("gpg accepted a signature by an unknown key")
 	}
 }
+
+// transferCause reads the failed transfer's own lines: a journal that also holds the previous pull's invalid
+// download (another transfer) names this one's; a journal without a cause gives its last line, not found.
+func TestTransferCause(t *testing.T) {
+	journal := `Started systemd-importd.service - Disk Image Download Service.
+(transfer3) Pulling 'http://10.0.0.1/mysql.tar.gz', saving as 'berth-staging-mysql'.
+(transfer3) DOWNLOAD INVALID: Checksum of mysql.tar.gz file did not check out, file has been tampered with.
+(transfer3) Exiting.
+Transfer process failed with exit code 1.
+(transfer4) Pulling 'http://10.0.0.1/haproxy.tar.gz', saving as 'berth-staging-haproxy'.
+(transfer4) gpg: BAD signature from "berth publisher"
+(transfer4) DOWNLOAD INVALID: Signature verification failed.
+(transfer4) Exiting.
+`
+	for _, c := range []struct {
+		id    uint32
+		cause string
+		found bool
+	}{
+		{3, "(transfer3) DOWNLOAD INVALID: Checksum of mysql.tar.gz file did not check out, file has been tampered with.", true},
+		{4, "(transfer4) DOWNLOAD INVALID: Signature verification failed.", true},
+		{5, "Transfer process failed with exit code 1.", true},
+	} {
+		if cause, found := transferCause(journal, c.id); cause != c.cause || found != c.found {
+			t.Errorf("transfer %d: %q %v, want %q %v", c.id, cause, found, c.cause, c.found)
+		}
+	}
+	if cause, found := transferCause("(transfer7) Pulling 'x'.\n(transfer7) Exiting.\n", 7); cause != "(transfer7) Exiting." || found {
+		t.Errorf("no cause: %q %v", cause, found)
+	}
+}

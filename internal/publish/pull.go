@@ -256,35 +256,48 @@ func importdPull(ctx context.Context, src, local, verify string, out io.Writer) 
 	}
 }
 
-// importdCause is the line of systemd-importd's journal since since that says why transfer id failed: an
-// invalid download (checksum or signature, naming the file), or its last error. Lines tagged with another
-// transfer's number are not read.
+// importdCause is the line of systemd-importd's journal since since that says why transfer id failed (see
+// transferCause), or its last line.
 func importdCause(ctx context.Context, since time.Time, id uint32) string {
-	var lines []string
-	mine := fmt.Sprintf("(transfer%d)", id)
+	var journal string
 	// The journal may not hold the transfer's last lines yet when its end is signalled: asked a few times.
 	for try := 0; try < 6; try++ {
 		b, _ := run.Cmd{Argv: []string{"journalctl", "--no-pager", "-o", "cat", "-u", "systemd-importd.service",
 			"--since", fmt.Sprintf("@%d.%06d", since.Unix(), since.Nanosecond()/1000)}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
-		lines = lines[:0]
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			if !strings.HasPrefix(l, "(transfer") || strings.HasPrefix(l, mine) {
-				lines = append(lines, l)
-			}
-		}
-		for _, want := range []string{"DOWNLOAD INVALID", "ignature", "hecksum", "tar: ", "Failed", "failed"} {
-			for _, l := range lines {
-				if strings.Contains(l, want) && !strings.Contains(l, "exited with") && !strings.Contains(l, "Transfer failed") {
-					return strings.TrimSpace(l)
-				}
-			}
+		journal = strings.TrimSpace(string(b))
+		if cause, found := transferCause(journal, id); found {
+			return cause
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if len(lines) > 0 && lines[len(lines)-1] != "" {
-		return lines[len(lines)-1]
+	if cause, _ := transferCause(journal, id); cause != "" {
+		return cause
 	}
 	return "see journalctl -u systemd-importd"
+}
+
+// transferCause is the line of importd's journal that says why transfer id failed: an invalid download
+// (checksum or signature, naming the file), or else its first error; found is false when there is none, and
+// the cause is then the last line. Lines tagged with another transfer's number ("(transfer3) ...") are not read.
+func transferCause(journal string, id uint32) (cause string, found bool) {
+	var lines []string
+	mine := fmt.Sprintf("(transfer%d)", id)
+	for _, l := range strings.Split(journal, "\n") {
+		if l = strings.TrimSpace(l); l != "" && (!strings.HasPrefix(l, "(transfer") || strings.HasPrefix(l, mine)) {
+			lines = append(lines, l)
+		}
+	}
+	for _, want := range []string{"DOWNLOAD INVALID", "ignature", "hecksum", "tar: ", "Failed", "failed"} {
+		for _, l := range lines {
+			if strings.Contains(l, want) && !strings.Contains(l, "exited with") && !strings.Contains(l, "Transfer failed") {
+				return l, true
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return "", false
+	}
+	return lines[len(lines)-1], false
 }
 
 // removeImportdCache removes systemd-importd's hidden copies of what it downloaded (.tar-<escaped url>...,
