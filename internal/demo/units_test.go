@@ -19,7 +19,8 @@ import (
 // TestDemoUnitsOnSystemd runs the demo under its generated units in a booted systemd test host: the compiled
 // binary builds the demo and installs the units; the switch timer (every minute) rotates the containers;
 // an upgrade held up by a sleeping hook makes the switches skip their turns (no repair, no alert) until it
-// ends; a switch onto a broken container starts the repair through OnFailure=; after a reboot the demo serves
+// ends; a switch onto a broken container starts the repair through OnFailure=; the daily renewal, in its
+// sandbox, keeps a fresh certificate and replaces it when forced; after a reboot the demo serves
 // again; units:uninstall leaves nothing behind. The test host shares the VM's network namespace (its
 // nested image build needs the Debian mirror), so the demo's bridge and NAT are the test's own, removed at
 // the end.
@@ -195,6 +196,32 @@ func TestDemoUnitsOnSystemd(t *testing.T) {
 		t.Fatalf("no repair of %s within 3 minutes:\nswitch:\n%s\nrepair:\n%s", idle, failed, repair)
 	}
 	t.Logf("failed switch:\n%s\nrepair through OnFailure=:\n%s", grepLines(failed, "failed", "alert"), repair)
+
+	// The daily renewal in its own sandbox (RenewHardening): with more than 30 days left it changes nothing;
+	// forced (FORCE=1 in a drop-in), it makes a new self-signed certificate and reloads the proxy, which then
+	// serves it.
+	renew := func() string {
+		t.Helper()
+		since := strings.TrimSpace(run(t, "date", "+%Y-%m-%d %H:%M:%S"))
+		if out, err := h.Run(ctx, "systemctl", "start", "berth-demo-renew.service"); err != nil {
+			t.Fatalf("berth-demo-renew.service: %v %s\n%s", err, out, run(t, "journalctl", "-q", "-o", "cat", "-u", "berth-demo-renew.service"))
+		}
+		lines := strings.Split(grepLines(run(t, "journalctl", "-q", "-o", "cat", "-u", "berth-demo-renew.service", "--since", since), "demo certificate"), "\n")
+		return lines[len(lines)-1]
+	}
+	before := servedCert(t, env["BERTH_DEMO_HTTPS"], "demo.localhost")
+	quiet := renew()
+	run(t, "mkdir", "-p", "/run/systemd/system/berth-demo-renew.service.d")
+	run(t, "sh", "-c", "printf '[Service]\\nEnvironment=FORCE=1\\n' > /run/systemd/system/berth-demo-renew.service.d/force.conf && systemctl daemon-reload")
+	forced := renew()
+	run(t, "sh", "-c", "rm -r /run/systemd/system/berth-demo-renew.service.d && systemctl daemon-reload")
+	after := servedCert(t, env["BERTH_DEMO_HTTPS"], "demo.localhost")
+	if !strings.Contains(quiet, "nothing changed") || !strings.Contains(forced, "replaced (") || after.SerialNumber.Cmp(before.SerialNumber) == 0 {
+		t.Fatalf("berth-demo-renew.service: %q, then forced: %q; served serial %x → %x", quiet, forced, before.SerialNumber, after.SerialNumber)
+	}
+	t.Logf("berth-demo-renew.service (%s): %s; forced: %s; served serial %x → %x",
+		strings.Join(strings.Fields(run(t, "systemctl", "show", "-p", "NoNewPrivileges,ProtectKernelTunables,UMask", "berth-demo-renew.service")), " "), quiet, forced,
+		before.SerialNumber, after.SerialNumber)
 
 	// After a reboot the demo serves again.
 	if err := h.Reboot(ctx); err != nil {
