@@ -48,24 +48,30 @@ func (d *Demo) useACME() (bool, string) {
 
 func (d *Demo) accountKey() string { return filepath.Join(d.dir, "acme-account.key") }
 
+// due reads the bundle (nil when there is none) and says why it must be replaced to be of the kind
+// selfSigned says (tlsx.Due), or "forced" when it need not be but force is set; "" when it stays.
+func (d *Demo) due(selfSigned, force bool) (b []byte, why string, err error) {
+	b, err = os.ReadFile(d.bundle())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, "", err
+	}
+	if why = tlsx.Due(b, d.domain(), selfSigned); why == "" && force {
+		why = "forced"
+	}
+	return b, why, nil
+}
+
 // selfSignedDue replaces a self-signed bundle that tlsx.Due finds due (or any, with force), before the proxy
 // (re)starts; a missing bundle is made self-signed for an ACME demo too, so that the proxy can start and answer the
 // challenge. It reports why it wrote one, "" when it did not.
 func (d *Demo) selfSignedDue(force bool) (string, error) {
-	b, err := os.ReadFile(d.bundle())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	b, due, err := d.due(true, force)
+	if err != nil {
 		return "", err
 	}
 	acmeOn, why := d.useACME()
-	if acmeOn && b != nil {
-		return "", nil // replaced through the running proxy (certificate)
-	}
-	due := tlsx.Due(b, d.domain(), true)
-	if force && due == "" {
-		due = "forced"
-	}
-	if due == "" {
-		return "", nil
+	if acmeOn && b != nil || due == "" {
+		return "", nil // an ACME demo's bundle is replaced through the running proxy (certificate)
 	}
 	pem, err := tlsx.SelfSigned(d.domain(), 90*24*time.Hour)
 	if err != nil {
@@ -90,7 +96,7 @@ func (d *Demo) checkACME(ctx context.Context) error {
 	if acmeOn, _ := d.useACME(); !acmeOn {
 		return nil
 	}
-	if b, err := os.ReadFile(d.bundle()); err == nil && tlsx.Due(b, d.domain(), false) == "" {
+	if _, due, err := d.due(false, false); err == nil && due == "" {
 		return nil
 	}
 	_, err := acme.New(ctx, "demo", d.cfg.ACMEDirectory, d.accountKey(), d.cfg.Email)
@@ -110,16 +116,9 @@ func (d *Demo) certificate(ctx context.Context, active string, force bool) (stri
 		}
 		return due, d.installCert(ctx, active)
 	}
-	b, err := os.ReadFile(d.bundle())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	_, due, err := d.due(false, force)
+	if err != nil || due == "" {
 		return "", err
-	}
-	due := tlsx.Due(b, d.domain(), false)
-	if force {
-		due = "forced"
-	}
-	if due == "" {
-		return "", nil
 	}
 	if !d.proxy.Running() {
 		return "", fmt.Errorf("demo: the certificate for %s is due (%s) but the demo's proxy, which answers ACME's challenge, is not running: run demo:start", d.domain(), due)

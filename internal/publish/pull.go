@@ -259,21 +259,21 @@ func importdPull(ctx context.Context, src, local, verify string, out io.Writer) 
 // importdCause is the line of systemd-importd's journal since since that says why transfer id failed (see
 // transferCause), or its last line.
 func importdCause(ctx context.Context, since time.Time, id uint32) string {
-	var journal string
+	last := "see journalctl -u systemd-importd"
 	// The journal may not hold the transfer's last lines yet when its end is signalled: asked a few times.
 	for try := 0; try < 6; try++ {
 		b, _ := run.Cmd{Argv: []string{"journalctl", "--no-pager", "-o", "cat", "-u", "systemd-importd.service",
 			"--since", fmt.Sprintf("@%d.%06d", since.Unix(), since.Nanosecond()/1000)}, Timeout: 20 * time.Second, Quiet: true}.Run(context.WithoutCancel(ctx))
-		journal = strings.TrimSpace(string(b))
-		if cause, found := transferCause(journal, id); found {
+		cause, found := transferCause(string(b), id)
+		if found {
 			return cause
+		}
+		if cause != "" {
+			last = cause
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if cause, _ := transferCause(journal, id); cause != "" {
-		return cause
-	}
-	return "see journalctl -u systemd-importd"
+	return last
 }
 
 // transferCause is the line of importd's journal that says why transfer id failed: an invalid download

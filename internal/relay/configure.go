@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"berth/internal/acme"
-
 	"berth/internal/config"
 	"berth/internal/fleet"
 	"berth/internal/fsx"

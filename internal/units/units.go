@@ -20,10 +20,11 @@
 // How the pieces relate:
 //
 //   - The demo's timers are WantedBy= and PartOf= berth-demo.service: starting the demo arms its rotation,
-//     nightly upgrade and daily certificate renewal, `systemctl stop berth-demo` stops them (the original commented its cron line
-//     out with sed, and left it that way when the repair died half-way). systemd 252 computes a restarted
-//     calendar timer's next elapse from its first activation, so starting the demo again later runs one
-//     switch at once (seen in the test host); it waits for demo:start (After=) and is an ordinary switch.
+//     nightly upgrade and daily certificate renewal, `systemctl stop berth-demo` stops them (the original
+//     commented its cron line out with sed, and left it that way when the repair died half-way). systemd 252
+//     computes a restarted calendar timer's next elapse from its first activation, so starting the demo
+//     again later runs one switch at once (seen in the test host); it waits for demo:start (After=) and is
+//     an ordinary switch.
 //   - The demo's jobs are skipped (ConditionPathExists=, not a failure) while neither LXC container
 //     [Paths] LXC/<name>/config exists: units can be installed before demo:build, and on a host that runs
 //     only the relay. One container missing is not a skip: the switch fails and the repair rebuilds it.
@@ -32,10 +33,11 @@
 //     same moment, one way). Instead the timers never fire together (UpgradeCalendar moves the upgrade
 //     off the switch ticks), and whatever still overlaps (an upgrade outlasting several switches, the
 //     repair) is serialised by the one demo flock that demo:switch, demo:upgrade and demo:restoreCrash take,
-//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start, renewal) holding it
-//     skips its turn with one log line and exits 0 (no OnFailure= repair, no alert); the repair waits for
-//     a running upgrade. Every TimeoutStartSec= is the job's lock wait plus its work (internal/budget). All of them are After=berth-demo.service, so a job that fires while the
-//     demo is being brought up at boot waits for it.
+//     whose waiter logs the holder. A switch that finds an upgrade (or a repair, build, start, renewal)
+//     holding it skips its turn with one log line and exits 0 (no OnFailure= repair, no alert); the repair
+//     waits for a running upgrade. Every TimeoutStartSec= is the job's lock wait plus its work
+//     (internal/budget). All of them are After=berth-demo.service, so a job that fires while the demo is
+//     being brought up at boot waits for it.
 //   - Hardening: see ContainerJobHardening and RenewHardening.
 package units
 
@@ -125,10 +127,10 @@ var ContainerJobHardening = []Option{
 }
 
 // RenewHardening is the sandboxing of relay:renew and demo:renew, which start no container: they read and
-// write files under [Paths], talk to systemd over D-Bus, reach an ACME server, and reload HAProxy (the
-// demo's proxy with a signal; the relay's edge in its machine with `systemctl -M haproxy` (which enters the machine's namespaces with setns: no RestrictNamespaces, no
-// capability bounding set). ProtectHome=read-only is left out when one of berth's paths lies under /home,
-// /root or /run/user (see Generate).
+// write files under [Paths], talk to systemd over D-Bus, reach an ACME server, and reload HAProxy: the
+// demo's proxy with a signal, the relay's edge in its machine with `systemctl -M haproxy`, which enters the
+// machine's namespaces with setns (so no RestrictNamespaces, no capability bounding set). ProtectHome=read-only
+// is left out when one of berth's paths lies under /home, /root or /run/user (see Generate).
 var RenewHardening = []Option{
 	{"NoNewPrivileges", "yes"},
 	{"PrivateTmp", "yes"},
